@@ -1,0 +1,5 @@
+import sys
+
+from persec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""The ``persec`` console script: one command, many subcommands.
+
+Each subcommand lives in ``persec.commands.<name>`` and exposes
+``add_parser(subparsers)`` (which sets ``func`` on its parser) — a thin layer over
+library calls. User errors (:class:`~persec.errors.PersecError`) are printed as one
+line and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from persec import __version__
+from persec.errors import PersecError
+
+# Order here is the order in `persec --help`.
+COMMANDS = ["render", "data", "score"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="persec",
+        description="persec: self-supervised pretraining (PerSec) for scene-text recognition. "
+        "Run `persec COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"persec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"persec.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PersecError as e:
+        print(f"persec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `persec data stats X | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("persec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

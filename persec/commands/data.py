@@ -1,0 +1,219 @@
+"""``persec data``: inspect datasets (``stats``) and convert gt.txt folders to LMDB
+(``convert``)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from persec.charset import Charset
+from persec.data.dataset import Skipped, SkipReport, detect_layout, open_dataset
+from persec.data.folder import folder_to_lmdb
+
+HELP = "dataset statistics and the gt.txt folder to LMDB converter"
+
+LAYOUT_NAMES = {"folder": "gt.txt folder", "lmdb": "LMDB", "images": "image folder, unlabelled"}
+BAR_WIDTH = 40
+
+
+def add_parser(subparsers) -> None:
+    """Register ``data`` (with ``stats`` and ``convert``) on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser("data", help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    stats = sub.add_parser(
+        "stats",
+        help="samples kept and skipped (by reason), label lengths, charset coverage, image sizes",
+        description="Count samples kept and skipped by reason (decoding every image, so "
+        "corrupt ones are found), and show label lengths, charset coverage and image sizes. "
+        "PATH: a folder with gt.txt, a directory tree of LMDBs, or a plain image folder.",
+    )
+    stats.add_argument("path", metavar="PATH", help="dataset directory")
+    stats.add_argument(
+        "--charset",
+        default="36_lowercase",
+        metavar="SPEC",
+        help="36_lowercase (default), 62_mixed, 94_full or a file with one character per line",
+    )
+    stats.add_argument(
+        "--max-length", type=int, default=25, metavar="N", help="longest label kept (0: no limit)"
+    )
+    stats.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="do not decode images (faster; corrupt images and image sizes are not reported)",
+    )
+    stats.set_defaults(func=run_stats)
+
+    convert = sub.add_parser(
+        "convert",
+        help="convert a gt.txt folder to an LMDB (image bytes copied unchanged)",
+        description="Write the images listed in SRC/gt.txt and their labels to a new LMDB "
+        "at OUT (clovaai/parseq format). Image bytes are copied unchanged; labels as written.",
+    )
+    convert.add_argument("src", metavar="SRC", help="folder with gt.txt")
+    convert.add_argument("out", metavar="OUT", help="new LMDB directory")
+    convert.add_argument(
+        "--charset", metavar="SPEC", help="skip labels outside this charset (default: keep all)"
+    )
+    convert.add_argument(
+        "--max-length", type=int, default=0, metavar="N", help="skip longer labels (0: no limit)"
+    )
+    convert.add_argument("--gt-file", default="gt.txt", help="ground-truth file inside SRC")
+    convert.add_argument(
+        "--no-verify", action="store_true", help="do not decode images to skip corrupt ones"
+    )
+    convert.set_defaults(func=run_convert)
+
+
+@dataclass
+class DatasetStats:
+    """What ``persec data stats`` reports about one dataset."""
+
+    name: str
+    layout: str
+    report: SkipReport
+    charset: Charset | None
+    max_length: int | None
+    lengths: Counter[int] = field(default_factory=Counter)
+    chars: Counter[str] = field(default_factory=Counter)
+    widths: list[int] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+    decoded: bool = True
+
+
+def compute_stats(
+    path: str | Path,
+    charset: Charset | str | None = "36_lowercase",
+    max_length: int | None = 25,
+    decode: bool = True,
+    progress: bool | None = None,
+) -> DatasetStats:
+    """Open a dataset and collect its statistics (reading every image when ``decode``).
+
+    A plain image folder is read as unlabelled (no label statistics).
+    """
+    layout = detect_layout(path)
+    dataset = open_dataset(
+        path, charset=charset, unlabelled=layout == "images", max_label_length=max_length
+    )
+    report = SkipReport(dataset.name).merge(dataset.report)
+    stats = DatasetStats(
+        dataset.name, layout, report, getattr(dataset, "charset", None), max_length, decoded=decode
+    )
+    indices = range(len(dataset))
+    if decode:
+        indices = tqdm(indices, desc=f"reading {dataset.name}", unit="img",
+                       disable=None if progress is None else not progress)  # fmt: skip
+    for i in indices:
+        if decode:
+            item = dataset[i]
+            if isinstance(item, Skipped):
+                report.skip_kept(item.reason, item.source)
+                continue
+            image, label = item
+            stats.widths.append(image.width)
+            stats.heights.append(image.height)
+        else:
+            label = dataset.label(i)
+        if label is not None:
+            stats.lengths[len(label)] += 1
+            stats.chars.update(label)
+    return stats
+
+
+def _bar(n: int, most: int) -> str:
+    return "#" * (max(1, round(BAR_WIDTH * n / most)) if n else 0)
+
+
+def _fmt(x: float) -> str:
+    # Pixel counts are integers; only a median of an even count can end in .5.
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
+def format_stats(stats: DatasetStats) -> str:
+    """The human-readable report printed by ``persec data stats``."""
+    r = stats.report
+    lines = [f"dataset   {stats.name} ({LAYOUT_NAMES[stats.layout]})"]
+    if stats.layout != "images" and stats.charset is not None:
+        limit = stats.max_length if stats.max_length else "none"
+        lines.append(
+            f"charset   {stats.charset.name} ({len(stats.charset)} characters), max length {limit}"
+        )
+    lines += [f"samples   {r.total}", f"kept      {r.kept}", f"skipped   {r.skipped}"]
+    width = max((len(reason) for reason in r.counts), default=0)
+    for reason, n in sorted(r.counts.items()):
+        example = r.examples.get(reason, [])
+        hint = f"   e.g. {example[0]}" if example else ""
+        lines.append(f"  {reason:<{width}}  {n}{hint}")
+
+    if stats.lengths:
+        lines.append("")
+        lines.append("label length (kept samples)")
+        most = max(stats.lengths.values())
+        for length in range(min(stats.lengths), max(stats.lengths) + 1):
+            n = stats.lengths[length]
+            lines.append(f"  {length:>3} | {_bar(n, most):<{BAR_WIDTH}} {n}")
+        mean = sum(k * v for k, v in stats.lengths.items()) / sum(stats.lengths.values())
+        lines.append(f"  mean length {mean:.2f}")
+
+    if stats.charset is not None and stats.layout != "images":
+        present = [c for c in stats.charset if stats.chars[c]]
+        missing = "".join(c for c in stats.charset if not stats.chars[c])
+        lines.append("")
+        lines.append(
+            f"charset coverage: {len(present)} of {len(stats.charset)} characters appear "
+            f"({len(stats.chars)} distinct in kept labels)"
+        )
+        lines.append(f"  present: {''.join(present) or '(none)'}")
+        lines.append(f"  missing: {missing or '(none)'}")
+
+    lines.append("")
+    if not stats.decoded:
+        lines.append("image size: not measured (--no-decode)")
+    elif not stats.widths:
+        lines.append("image size: no decodable image")
+    else:
+        aspects = [w / h for w, h in zip(stats.widths, stats.heights, strict=True)]
+        lines.append(f"image size ({len(stats.widths)} decoded images)")
+        for label, values, fmt in (
+            ("width", stats.widths, _fmt),
+            ("height", stats.heights, _fmt),
+            ("aspect", aspects, "{:.2f}".format),
+        ):
+            low, mid, high = (fmt(x) for x in (min(values), statistics.median(values), max(values)))
+            lines.append(f"  {label:<7} min {low:>7}  median {mid:>7}  max {high:>7}")
+        lines.append("  (aspect = width / height)")
+    return "\n".join(lines)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """``persec data stats PATH``: print the statistics of one dataset."""
+    stats = compute_stats(
+        args.path,
+        charset=args.charset,
+        max_length=args.max_length or None,
+        decode=not args.no_decode,
+    )
+    print(format_stats(stats))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """``persec data convert SRC OUT``: write a gt.txt folder to a new LMDB."""
+    written, report = folder_to_lmdb(
+        args.src,
+        args.out,
+        charset=args.charset,
+        max_label_length=args.max_length or None,
+        gt_file=args.gt_file,
+        verify=not args.no_verify,
+    )
+    print(report.summary())
+    print(f"wrote {written} samples to {args.out}")
+    return 0

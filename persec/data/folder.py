@@ -1,0 +1,250 @@
+"""Image-folder datasets: a labelled folder with ``gt.txt``, a plain folder of images,
+and the ``gt.txt`` folder → LMDB converter.
+
+Labelled layout::
+
+    IIIT5K_train/
+      gt.txt          # images/1009_2.png<TAB>You   (paths relative to gt.txt's folder)
+      images/1009_2.png
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from persec.charset import Charset
+from persec.data.dataset import (
+    GT_FILE,
+    MISSING_FILE,
+    UNDECODABLE,
+    Skipped,
+    SkipReport,
+    dataset_name,
+    filter_label,
+    resolve_charset,
+)
+from persec.data.gtfile import read_gt_file
+from persec.data.image import ImageDecodeError, decode_image
+from persec.data.lmdb import write_lmdb
+from persec.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+
+class _FileDataset(Dataset):
+    """Shared reading for datasets whose samples are image files."""
+
+    name: str
+    transform: Callable[[Any], Any] | None
+    _paths: list[Path]
+    _labels: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def label(self, index: int) -> str | None:
+        """The (normalised) label of a sample without reading its image."""
+        return None if self._labels is None else self._labels[index]
+
+    def source(self, index: int) -> str:
+        """The image file of a sample."""
+        return str(self._paths[index])
+
+    def read_bytes(self, index: int) -> bytes | None:
+        """The encoded image bytes as stored (``None`` if the file is gone or unreadable)."""
+        try:
+            return self._paths[index].read_bytes()
+        except OSError:
+            return None
+
+    def __getitem__(self, index: int) -> tuple[Any, str | None] | Skipped:
+        """``(transform(image) or PIL image, label)``, or :class:`Skipped` for a bad image."""
+        data = self.read_bytes(index)
+        if data is None:
+            return Skipped(MISSING_FILE, self.source(index))
+        try:
+            image = decode_image(data)
+        except ImageDecodeError:
+            return Skipped(UNDECODABLE, self.source(index))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.label(index)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {len(self)} samples)"
+
+
+class FolderDataset(_FileDataset):
+    """A folder of images listed in a ground-truth file.
+
+    Each ``gt.txt`` line is ``relative/path.png<TAB>label`` (paths relative to the
+    gt file's folder). Listed files that do not exist and labels that fail the
+    filter are skipped and counted in ``self.report`` (logged once). When both apply,
+    the missing file is the reason counted.
+
+    Args:
+        root: the dataset folder.
+        gt_file: the ground-truth file, relative to ``root`` (or absolute).
+        charset: label filter (preset name, charset file, Charset, or ``None`` for
+            labels as written; see :func:`~persec.data.dataset.filter_label`).
+        max_label_length: longer labels are skipped (``None``: no limit).
+        remove_unsupported: drop characters outside the charset instead of skipping.
+        unlabelled: use the gt list only to select images; labels are ``None``.
+        transform: applied to the RGB PIL image.
+        name: display name; defaults to the folder name of ``root``.
+
+    Raises:
+        DataError: missing folder or gt file, or a malformed gt line (``file:line``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        gt_file: str | Path = GT_FILE,
+        charset: Charset | str | None = None,
+        max_label_length: int | None = 25,
+        remove_unsupported: bool = False,
+        unlabelled: bool = False,
+        transform: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder {self.root} does not exist")
+        self.gt_path = self.root / gt_file
+        if not self.gt_path.is_file():
+            raise DataError(f"{self.root} has no ground-truth file {gt_file}")
+        self.charset = resolve_charset(charset)
+        self.max_label_length = max_label_length
+        self.unlabelled = unlabelled
+        self.transform = transform
+        self.name = name or dataset_name(self.root)
+        self.report = SkipReport(self.name)
+        self._paths: list[Path] = []
+        labels: list[str] = []
+        #: labels as written in gt.txt, parallel to the kept samples (for the converter)
+        self.raw_labels: list[str] = []
+        base = self.gt_path.parent
+        for rel, raw in read_gt_file(self.gt_path):
+            path = base / rel
+            if not path.is_file():
+                self.report.skip(MISSING_FILE, str(path))
+                continue
+            if not unlabelled:
+                label, reason = filter_label(
+                    raw, self.charset, max_label_length, remove_unsupported
+                )
+                if label is None:
+                    self.report.skip(reason or "invalid label", str(path))
+                    continue
+                labels.append(label)
+            self._paths.append(path)
+            self.raw_labels.append(raw)
+        self._labels = None if unlabelled else labels
+        self.report.keep(len(self._paths))
+        self.report.log()
+
+
+class ImageFolderDataset(_FileDataset):
+    """Every image file under a folder (recursive), unlabelled, in sorted path order.
+
+    Files are picked by extension (png, jpg, jpeg, bmp, webp, tif, tiff, gif; any
+    case). Hidden files and folders (``.name``, e.g. macOS ``._x.png`` resource
+    forks) are left out. Items are ``(image, None)``.
+
+    Raises:
+        DataError: the folder does not exist or holds no image file.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"image folder {self.root} does not exist")
+        self.transform = transform
+        self.name = name or dataset_name(self.root)
+        self._paths = sorted(_image_files(self.root), key=lambda p: p.relative_to(self.root).parts)
+        self._labels = None
+        if not self._paths:
+            raise DataError(
+                f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {self.root}"
+            )
+        self.report = SkipReport(self.name)
+        self.report.keep(len(self._paths))
+        self.report.log()
+
+
+def _image_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, files in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in files:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
+                yield Path(dirpath) / f
+
+
+def folder_to_lmdb(
+    src_folder: str | Path,
+    out_lmdb: str | Path,
+    charset: Charset | str | None = None,
+    max_label_length: int | None = None,
+    gt_file: str | Path = GT_FILE,
+    verify: bool = True,
+    progress: bool | None = None,
+) -> tuple[int, SkipReport]:
+    """Convert a ``gt.txt`` folder into a clovaai/parseq-format LMDB.
+
+    Image bytes are stored exactly as they are on disk (no re-encoding) and labels
+    as written in ``gt.txt``; the charset only decides which samples are kept
+    (readers normalise labels themselves).
+
+    Args:
+        src_folder: folder with ``gt.txt`` and the images.
+        out_lmdb: output directory; must not already hold an LMDB.
+        charset: skip labels this charset cannot express (``None``: keep all non-empty).
+        max_label_length: skip longer labels (``None``: no limit).
+        gt_file: the ground-truth file, relative to ``src_folder``.
+        verify: decode every image and skip the undecodable ones.
+        progress: show a progress bar (``None``: only on a terminal).
+
+    Returns:
+        ``(samples written, SkipReport)``.
+    """
+    if (Path(out_lmdb) / "data.mdb").exists():  # fail before the (possibly long) scan
+        raise DataError(f"{out_lmdb} already holds an LMDB; choose a new output directory")
+    source = FolderDataset(
+        src_folder, gt_file=gt_file, charset=charset, max_label_length=max_label_length
+    )
+    report = SkipReport(source.name).merge(source.report)
+
+    def samples() -> Iterator[tuple[bytes, str]]:
+        bar = tqdm(
+            range(len(source)),
+            desc=f"converting {source.name}",
+            unit="img",
+            disable=None if progress is None else not progress,
+        )
+        for i in bar:
+            data = source.read_bytes(i)
+            if data is None:
+                report.skip_kept(MISSING_FILE, source.source(i))
+                continue
+            if verify:
+                try:
+                    decode_image(data)
+                except ImageDecodeError:
+                    report.skip_kept(UNDECODABLE, source.source(i))
+                    continue
+            yield data, source.raw_labels[i]
+
+    written = write_lmdb(out_lmdb, samples())
+    return written, report

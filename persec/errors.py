@@ -1,0 +1,16 @@
+"""User-facing errors: the CLI prints these as one line, never as a traceback."""
+
+
+class PersecError(Exception):
+    """An error caused by user input (a path, a file format, a config value).
+
+    The message must say what is wrong and, where possible, how to fix it.
+    """
+
+
+class ConfigError(PersecError):
+    """A config file or override that does not match the typed config."""
+
+
+class DataError(PersecError):
+    """A dataset that cannot be opened or has the wrong layout."""

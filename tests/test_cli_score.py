@@ -1,0 +1,115 @@
+"""`persec score` end to end on a small hand-scored prediction file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+GT = (
+    "images/a.png\tHello\n"
+    "images/b.png\tWorld\n"
+    "images/c.png\tdon't\n"
+    "images/d.png\tabc\n"
+    "images/e.png\ttwo words\n"
+)
+PRED = (
+    "images/a.png\thello\t0.9\n"
+    "/data/set/images/b.png\tWor1d\t0.5\n"  # absolute path: matched by directory prefix
+    "images/c.png\tDONT\t1.0\n"
+    "images/x.png\tzzz\t0.1\n"  # not in GT: ignored with a warning
+    "images/e.png\ttwowords\n"  # no confidence column
+)  # images/d.png has no prediction: scored as empty
+# Under 36_lowercase, gt → hello world dont abc twowords (25 chars) and
+# pred → hello wor1d dont "" twowords:
+#   correct a, c, e → 3/5 = 60%
+#   edits 0 + 1 + 0 + 3 + 0 = 4 → CER 4/25 = 16%
+#   1-NED (1 + 4/5 + 1 + 0 + 1) / 5 = 76%
+#   confidence (0.9 + 0.5 + 1.0) / 3 = 80%; label length 25/5 = 5
+
+
+@pytest.fixture
+def files(tmp_path):
+    gt = tmp_path / "demo" / "gt.txt"
+    gt.parent.mkdir()
+    gt.write_text(GT, encoding="utf-8")
+    pred = tmp_path / "pred.txt"
+    pred.write_text(PRED, encoding="utf-8")
+    return gt, pred
+
+
+def _row(out: str, name: str) -> list[str]:
+    line = next(line for line in out.splitlines() if line.startswith(f"| {name} "))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_score_table_and_json(run_cli, files, tmp_path):
+    gt, pred = files
+    out_json = tmp_path / "out" / "score.json"
+    code, out, err = run_cli(
+        ["score", "--pred", str(pred), "--gt", str(gt), "--out", str(out_json)]
+    )
+    assert code == 0, err
+    # dataset named after the folder holding gt.txt
+    assert _row(out, "demo") == ["demo", "5", "60.00", "76.00", "16.00", "80.00", "5.00"]
+    assert "missing predictions: 1 of 5" in out
+    assert "images/d.png" in out
+    assert "matched by directory prefix: 1" in out
+    assert "1 prediction(s)" in err and "images/x.png" in err
+
+    result = json.loads(out_json.read_text())
+    assert result["samples"] == 5 and result["correct"] == 3
+    assert result["word_acc"] == pytest.approx(60.0)
+    assert result["one_minus_ned"] == pytest.approx(76.0)
+    assert result["cer"] == pytest.approx(16.0)
+    assert result["confidence"] == pytest.approx(80.0)
+    assert (result["edits"], result["gt_chars"]) == (4, 25)
+    assert (result["missing"], result["ignored"], result["matched_by_prefix"]) == (1, 1, 1)
+    assert result["charset"] == "36_lowercase"
+
+
+def test_score_cased(run_cli, files):
+    gt, pred = files
+    code, out, _ = run_cli(["score", "--pred", str(pred), "--gt", str(gt), "--cased"])
+    assert code == 0
+    # Only "two words" vs "twowords" survives case: 1/5.
+    assert _row(out, "demo")[2] == "20.00"
+    assert "62_mixed" in out
+
+
+def test_missing_file_is_one_line_error(run_cli, files, tmp_path):
+    gt, _ = files
+    code, out, err = run_cli(["score", "--pred", str(tmp_path / "nope.txt"), "--gt", str(gt)])
+    assert code == 2
+    assert err.count("\n") == 1 and "nope.txt" in err and "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_malformed_gt_line(run_cli, files):
+    gt, pred = files
+    gt.write_text("images/a.png\tHello\nimages/b.png\n", encoding="utf-8")
+    code, _, err = run_cli(["score", "--pred", str(pred), "--gt", str(gt)])
+    assert code == 2
+    assert err.count("\n") == 1 and f"{gt}:2:" in err
+
+
+def test_duplicate_gt_path(run_cli, files):
+    gt, pred = files
+    gt.write_text("images/a.png\tHello\n\nimages/a.png\tHullo\n", encoding="utf-8")
+    code, _, err = run_cli(["score", "--pred", str(pred), "--gt", str(gt)])
+    assert code == 2
+    assert f"{gt}:3:" in err and "first on line 1" in err
+
+
+def test_bad_confidence(run_cli, files):
+    gt, pred = files
+    pred.write_text("images/a.png\thello\t97\n", encoding="utf-8")
+    code, _, err = run_cli(["score", "--pred", str(pred), "--gt", str(gt)])
+    assert code == 2
+    assert f"{pred}:1:" in err and "[0, 1]" in err
+
+
+def test_missing_required_option(run_cli, files):
+    gt, _ = files
+    code, _, err = run_cli(["score", "--gt", str(gt)])
+    assert code == 2 and "--pred" in err
