@@ -25,7 +25,9 @@ def _describe(e: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+def load_config(
+    schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> T:
     """Build a ``schema`` instance from its defaults, a YAML file and dotted overrides.
 
     Args:
@@ -60,6 +62,19 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     except OmegaConfBaseException as e:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(f"bad config{where}: {_describe(e)}") from e
+
+
+def load_config_dict(schema: type[T], data: dict, source: str = "config") -> T:
+    """Build a ``schema`` instance from a plain dict (e.g. a saved ``config.json``).
+
+    Raises:
+        ConfigError: unknown key or wrong type, naming the key and ``source``.
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad config in {source}: {_describe(e)}") from e
 
 
 def to_dict(config: Any) -> dict:

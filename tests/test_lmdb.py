@@ -35,10 +35,9 @@ from persec.data.dataset import (
     collate_samples,
     open_dataset,
 )
-from persec.data.image import ImageDecodeError, decode_image, encode_image
 from persec.data.lmdb import LmdbDataset, close_envs, find_lmdbs, shared_env, write_lmdb
-from persec.data.transforms import ImageConfig, ToTensor
 from persec.errors import DataError
+from persec.image import ImageConfig, ImageDecodeError, ToTensor, decode_image, encode_image
 
 # ---------------------------------------------------------------- image decoding
 

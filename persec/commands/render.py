@@ -13,10 +13,10 @@ import yaml
 from tqdm import tqdm
 
 from persec.config import load_config, to_dict
-from persec.data.image import encode_image
 from persec.data.lmdb import write_lmdb
 from persec.data.synth import HardSynthConfig, SynthConfig, WordRenderer
 from persec.errors import PersecError
+from persec.image import encode_image
 
 HELP = "render synthetic word images (with labels) into an LMDB"
 CHUNK = 256  # indices per worker task: large enough to amortise the IPC

@@ -30,9 +30,9 @@ from persec.data.dataset import (
     resolve_charset,
 )
 from persec.data.gtfile import read_gt_file
-from persec.data.image import ImageDecodeError, decode_image
 from persec.data.lmdb import write_lmdb
 from persec.errors import DataError
+from persec.image import ImageDecodeError, decode_image
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 

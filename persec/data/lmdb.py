@@ -31,8 +31,8 @@ from persec.data.dataset import (
     filter_label,
     resolve_charset,
 )
-from persec.data.image import ImageDecodeError, decode_image
 from persec.errors import DataError
+from persec.image import ImageDecodeError, decode_image
 
 
 def image_key(i: int) -> bytes:

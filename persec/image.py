@@ -1,4 +1,5 @@
-"""Decoding and encoding of word-crop images, with one error type for bad inputs.
+"""Word-crop images: decoding/encoding with one error type for bad inputs, and the
+one preprocessing that turns an image into model input (training, eval and ``read``).
 
 Datasets hold images as encoded bytes (PNG/JPEG in an LMDB, files in a folder).
 :func:`decode_image` is the only place those bytes become pixels, so every kind of
@@ -9,16 +10,19 @@ PIL's global state is left alone: the pixel cap is applied per call (on top of
 PIL's own ``Image.MAX_IMAGE_PIXELS`` check, so the stricter of the two wins), and
 the bomb warning is turned into an error only inside a ``warnings.catch_warnings``
 block (process-wide while it lasts, so a bomb warning raised by another thread in
-that instant would also become an error). If other code sets ``ImageFile.LOAD_TRUNCATED_IMAGES = True``, PIL will pad
-truncated images instead of failing; we do not override that choice.
+that instant would also become an error). If other code sets
+``ImageFile.LOAD_TRUNCATED_IMAGES = True``, PIL pads truncated images instead of
+failing; we do not override that choice.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from persec.errors import DataError
@@ -97,3 +101,47 @@ def encode_image(image: Image.Image, format: str = "png", quality: int = 95) -> 
     else:
         raise ValueError(f"unsupported image format {format!r}: use 'png' or 'jpeg'")
     return out.getvalue()
+
+
+# ---------------------------------------------------------------- model input
+@dataclass
+class ImageConfig:
+    """Model input geometry.
+
+    Attributes:
+        height: input height in pixels (32 in the paper).
+        width: input width in pixels (128 for fine-tuning, 384 for pretraining [paper]).
+        channels: 3 for RGB, 1 for grayscale.
+    """
+
+    height: int = 32
+    width: int = 128
+    channels: int = 3
+
+
+def to_tensor(image: Image.Image, config: ImageConfig) -> torch.Tensor:
+    """Resize (ignoring aspect, as in the STR benchmarks) and scale to [-1, 1].
+
+    Returns:
+        ``(C, H, W)`` float32 tensor.
+    """
+    mode = "L" if config.channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (config.width, config.height):
+        image = image.resize((config.width, config.height), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W) uint8
+    return tensor.float().div_(127.5).sub_(1.0)
+
+
+class ToTensor:
+    """Picklable callable wrapper around :func:`to_tensor` for datasets."""
+
+    def __init__(self, config: ImageConfig):
+        self.config = config
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return to_tensor(image, self.config)  # (C, H, W)
