@@ -1,0 +1,233 @@
+"""A word recognizer: encoder + decoder + charset, with safe save/load and ``read``.
+
+A saved model is a directory with ``model.safetensors`` (weights) and
+``config.json`` (the :class:`RecognizerConfig`, with the charset's characters
+spelled out). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from persec.charset import Charset
+from persec.config import load_config_dict, to_dict
+from persec.errors import PersecError
+from persec.image import ImageConfig, decode_image, to_tensor
+from persec.models.decoders import DecoderConfig, build_decoder
+from persec.models.encoders import EncoderConfig, build_encoder
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+ENCODER_WEIGHTS = "encoder.safetensors"
+ENCODER_CONFIG = "encoder.json"
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+@dataclass
+class RecognizerConfig:
+    """Everything needed to rebuild a recognizer.
+
+    Attributes:
+        charset: preset name (``36_lowercase`` ...), path to a charset file, or, in a
+            saved ``config.json``, the characters themselves (``chars:`` prefix).
+        image: input geometry (32×128 for fine-tuning [paper]).
+        encoder: encoder family and size.
+        decoder: CTC or attention head.
+    """
+
+    charset: str = "36_lowercase"
+    image: ImageConfig = field(default_factory=ImageConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+def resolve_charset(spec: str) -> Charset:
+    """``chars:<characters>`` (as saved) or anything :meth:`Charset.from_spec` accepts."""
+    if spec.startswith("chars:"):
+        return Charset(spec[len("chars:") :])
+    return Charset.from_spec(spec)
+
+
+class Recognizer(nn.Module):
+    """Images ``(B, C, H, W)`` in [-1, 1] → text.
+
+    Args:
+        config: the recognizer's configuration; ``config.encoder.in_channels`` and
+            ``input_height`` are taken from ``config.image``.
+    """
+
+    def __init__(self, config: RecognizerConfig):
+        super().__init__()
+        config.encoder.in_channels = config.image.channels
+        config.encoder.input_height = config.image.height
+        self.config = config
+        self.charset = resolve_charset(config.charset)
+        self.encoder = build_encoder(config.encoder)
+        self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.charset)
+
+    def forward(self, images: torch.Tensor, labels: Sequence[str] | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` → logits ``(B, L, V)``; ``labels`` enables teacher forcing."""
+        memory = self.encoder(images).high  # (B, T, C_h)
+        return self.decoder(memory, labels)
+
+    def loss(self, logits: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
+        """The decoder's training loss (scalar)."""
+        return self.decoder.loss(logits, labels)
+
+    def decode(self, logits: torch.Tensor) -> list[tuple[str, float]]:
+        """Logits → ``[(text, confidence)]``."""
+        return self.decoder.decode(logits)
+
+    # ---------------------------------------------------------------- inference
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """One image (path, PIL image or HxW / HxWxC uint8 array) → ``(C, H, W)``."""
+        if isinstance(image, (str, Path)):
+            try:
+                data = Path(image).read_bytes()
+            except OSError as e:
+                raise PersecError(f"cannot read image {image}: {e.strerror or e}") from e
+            image = decode_image(data)
+        elif isinstance(image, np.ndarray):
+            if image.dtype != np.uint8:
+                raise PersecError(f"image arrays must be uint8, got {image.dtype}")
+            image = Image.fromarray(image)
+        elif not isinstance(image, Image.Image):
+            raise PersecError(f"cannot read an image from a {type(image).__name__}")
+        return to_tensor(image, self.config.image)
+
+    @torch.inference_mode()
+    def read(self, images: Sequence[ImageLike], batch_size: int = 64) -> list[tuple[str, float]]:
+        """Recognise a list of images with the training preprocessing, in batches."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out: list[tuple[str, float]] = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.preprocess(x) for x in images[start : start + batch_size]])
+            out.extend(self.decode(self(batch.to(device))))
+        self.train(was_training)
+        return out
+
+    # ---------------------------------------------------------------- save/load
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = to_dict(self.config)
+        config["charset"] = "chars:" + "".join(self.charset.chars)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS))
+        (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> Recognizer:
+        """Rebuild a recognizer saved by :meth:`save` (safetensors only, no pickle)."""
+        directory = Path(directory)
+        config = _read_json(directory / CONFIG)
+        try:
+            model = cls(load_config_dict(RecognizerConfig, config, source=str(directory / CONFIG)))
+        except ValueError as e:  # build_encoder/build_decoder: unknown name, bad sizes
+            raise PersecError(f"bad config in {directory / CONFIG}: {e}") from e
+        state = _read_safetensors(directory / WEIGHTS, map_location)
+        _load_state(model, state, str(directory / WEIGHTS))
+        model.eval()
+        return model
+
+    def save_encoder(self, directory: str | Path) -> Path:
+        """Write only the encoder (``encoder.safetensors`` + ``encoder.json``)."""
+        return save_encoder(self.encoder, self.config.encoder, directory)
+
+    def load_encoder(self, path: str | Path) -> None:
+        """Initialise the encoder from ``encoder.safetensors`` (file or its directory).
+
+        Raises:
+            PersecError: the checkpoint's encoder config or tensors do not match.
+        """
+        path = Path(path)
+        weights = path / ENCODER_WEIGHTS if path.is_dir() else path
+        config_path = weights.with_name(ENCODER_CONFIG)
+        if config_path.is_file():
+            saved = to_dict(
+                load_config_dict(EncoderConfig, _read_json(config_path), source=str(config_path))
+            )
+            ours = to_dict(self.config.encoder)
+            diff = [
+                f"{k}: checkpoint {saved[k]!r} vs model {ours[k]!r}"
+                for k in ours
+                if saved[k] != ours[k]
+            ]
+            if diff:
+                raise PersecError(
+                    f"encoder checkpoint {weights} does not match this model ({'; '.join(diff)})"
+                )
+        _load_state(self.encoder, _read_safetensors(weights, "cpu"), str(weights))
+
+
+def save_encoder(encoder: nn.Module, config: EncoderConfig, directory: str | Path) -> Path:
+    """Write an encoder's weights and config as ``encoder.safetensors`` + ``encoder.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, str(directory / ENCODER_WEIGHTS))
+    (directory / ENCODER_CONFIG).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    return directory / ENCODER_WEIGHTS
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise PersecError(
+            f"{path} not found: a model directory holds {WEIGHTS} and {CONFIG}"
+        ) from e
+    except (OSError, ValueError) as e:
+        raise PersecError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise PersecError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_safetensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PersecError(f"weights file {path} not found")
+    try:
+        return load_file(str(path), device=map_location)
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise PersecError(f"{path} is not a valid safetensors file: {e}") from e
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with a one-line error naming missing, unexpected or mis-shaped tensors."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensors (e.g. {unexpected[0]})")
+    if shapes:
+        problems.append(
+            f"shape mismatch: {shapes[0]}"
+            + (f" and {len(shapes) - 1} more" if len(shapes) > 1 else "")
+        )
+    if problems:
+        raise PersecError(f"weights in {source} do not fit the architecture: {'; '.join(problems)}")
+    module.load_state_dict(state)
