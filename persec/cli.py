@@ -17,7 +17,7 @@ from persec import __version__
 from persec.errors import PersecError
 
 # Order here is the order in `persec --help`.
-COMMANDS = ["render", "data", "score"]
+COMMANDS = ["render", "data", "finetune", "eval", "read", "score"]
 
 
 class _Parser(argparse.ArgumentParser):

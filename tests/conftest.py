@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import pytest
+import torch
 
 from persec import cli
+
+# One intra-op thread: the tiny test models gain nothing from more, and with two
+# threads per process a second busy process on a 2-core machine makes OpenMP's
+# spinning threads slow every op down ~10x.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

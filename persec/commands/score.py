@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from persec.data.dataset import SkipReport, filter_label
 from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
 from persec.errors import PersecError
 from persec.metrics import ScoreAccumulator, eval_charset, format_table, scores_to_rows
@@ -19,7 +20,9 @@ column, the confidence in [0, 1] ('persec read' writes that format). Predictions
 matched to ground truth by path, or, when the paths differ only by a directory prefix
 (e.g. absolute paths in the prediction file), by that unique suffix. A missing
 prediction counts as an empty (wrong) one. Prediction and ground truth are both mapped
-through the eval charset (default 36_lowercase: case-insensitive, alphanumerics only).
+through the eval charset (default 36_lowercase: case-insensitive, alphanumerics only);
+as in 'persec eval', ground-truth lines whose label is then empty or longer than
+--max-length are skipped and reported, not scored.
 """
 
 
@@ -44,6 +47,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--punctuation", action="store_true", help="keep ASCII punctuation (94_full when --cased)"
     )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=25,
+        metavar="N",
+        help="skip labels longer than N after mapping (default 25; 0: no limit)",
+    )
     parser.add_argument("--name", help="dataset name in the table (default: from the GT path)")
     parser.add_argument("--out", metavar="FILE.json", help="also write the scores as JSON")
     parser.set_defaults(func=run)
@@ -66,16 +76,34 @@ def run(args: argparse.Namespace) -> int:
         raise PersecError(f"{gt_path} holds no ground-truth lines")
     matched = match_predictions(gt, preds)
 
-    acc = ScoreAccumulator(args.name or _dataset_name(gt_path), charset)
-    acc.update(matched.preds, matched.labels, matched.confidences)
+    name = args.name or _dataset_name(gt_path)
+    # The eval protocol's label filter (persec.evaluate reads datasets the same way).
+    report, keep = SkipReport(name), []
+    for i, (path, label) in enumerate(zip(matched.paths, matched.labels, strict=True)):
+        _, reason = filter_label(label, charset, args.max_length or None, remove_unsupported=True)
+        if reason is None:
+            keep.append(i)
+        else:
+            report.skip(reason, path)
+    report.keep(len(keep))
+    acc = ScoreAccumulator(name, charset)
+    acc.update(
+        [matched.preds[i] for i in keep],
+        [matched.labels[i] for i in keep],
+        [matched.confidences[i] for i in keep],
+    )
     score = acc.compute()
+    unmatched = set(matched.missing)
+    missing = [matched.paths[i] for i in keep if matched.paths[i] in unmatched]
 
     print(f"eval charset: {charset.name} ({len(charset)} characters)")
     print(format_table([score]))
-    n_missing = len(matched.missing)
+    if report.skipped:
+        print(f"skipped: {report.summary()}")
+    n_missing = len(missing)
     print(f"missing predictions: {n_missing} of {score.samples} (scored as empty)")
     if n_missing:
-        print(f"  first missing: {matched.missing[0]}")
+        print(f"  first missing: {missing[0]}")
     if matched.by_prefix:
         print(f"matched by directory prefix: {matched.by_prefix}")
     if matched.ignored:
@@ -89,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         result = {
             **scores_to_rows([score])[0],
             "missing": n_missing,
+            "skipped": report.skipped,
+            "skipped_by_reason": dict(sorted(report.counts.items())),
             "ignored": len(matched.ignored),
             "matched_by_prefix": matched.by_prefix,
             "charset": charset.name,

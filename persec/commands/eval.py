@@ -1,0 +1,140 @@
+"""``persec eval``: score a saved recognizer on benchmark datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from persec.data.dataset import SkipReport
+from persec.errors import PersecError
+from persec.evaluate import (
+    default_model_dir,
+    evaluate,
+    load_model,
+    resolve_device,
+    write_results,
+)
+from persec.metrics import eval_charset, format_table
+
+HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"
+
+EPILOG = f"""\
+DATA: a dataset folder (gt.txt or data.mdb directly inside) is one dataset; any other
+folder stands for each of its sub-folders that is a dataset (an LMDB tree counts as one),
+named by folder: 'persec eval --data data/test' gives one row per benchmark (IIIT5k, SVT,
+IC13_857, ...) and a sample-weighted Combined row.
+
+Protocol: labels and predictions are both mapped through the eval charset (default
+36_lowercase: case folded, non-alphanumerics dropped); samples whose label is then empty
+or longer than --max-length are skipped and reported, as are undecodable images.
+
+Results are printed as a Markdown table and written to OUT/results.csv and
+OUT/results.json; OUT defaults to MODEL/eval/ (a warning, not an error, when that is
+not writable). Without --model, the shipped model at {default_model_dir()} is used and
+OUT defaults to ./eval-{default_model_dir().name}/ (the package folder is left alone).
+"""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    """Register ``eval`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "eval",
+        help=HELP,
+        description=HELP[0].upper() + HELP[1:] + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH", help="datasets or folders of datasets"
+    )
+    parser.add_argument(
+        "--charset",
+        metavar="SPEC",
+        help="eval charset: 36_lowercase, 62_mixed, 94_full or a file with one character "
+        "per line; overrides --cased/--punctuation",
+    )
+    parser.add_argument("--cased", action="store_true", help="compare case (62_mixed)")
+    parser.add_argument(
+        "--punctuation", action="store_true", help="keep ASCII punctuation (94_full when --cased)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=non_negative_int,
+        default=25,
+        metavar="N",
+        help="skip labels longer than N after mapping (default 25; 0: no limit)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, metavar="N", help="data loading processes"
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where results.csv/results.json go (default: MODEL/eval/; see below)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table and write the results files."""
+    charset = eval_charset(args.cased, args.punctuation, args.charset)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    model = load_model(args.model, resolve_device(args.device))
+    reports: list[SkipReport] = []
+    scores = evaluate(
+        model,
+        args.data,
+        charset=charset,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        max_label_length=args.max_length or None,
+        progress=None,  # a bar on a terminal only
+        reports=reports,
+    )
+
+    print(f"model: {model_dir}")
+    print(f"eval charset: {charset.name} ({len(charset)} characters)")
+    print(format_table(scores))
+    for report in reports:
+        if report.skipped:
+            print(f"skipped: {report.summary()}")
+
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = model_dir / "eval" if args.model else Path(f"eval-{model_dir.name}")
+    meta = {
+        "model": str(model_dir),
+        "charset": charset.name,
+        "max_label_length": args.max_length or None,
+        "data": list(args.data),
+    }
+    try:
+        csv_path, json_path = write_results(scores, out, reports, meta)
+    except PersecError as e:
+        if args.out:
+            raise
+        print(f"warning: {e}; pass --out DIR to save them", file=sys.stderr)
+        return 0
+    print(f"wrote {csv_path} and {json_path}")
+    return 0

@@ -1,0 +1,65 @@
+"""``persec finetune``: supervised training of a recognizer."""
+
+from __future__ import annotations
+
+from persec.config import load_config
+
+HELP = "train a recognizer (from scratch or a pretrained encoder)"
+
+
+def add_parser(subparsers) -> None:
+    """Register ``finetune`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help=HELP,
+        description="Train a recognizer with Lightning. Settings are the fields of "
+        "persec.finetune.FinetuneConfig, from --config and key=value overrides "
+        "(e.g. trainer.max_steps=2000 output_dir=runs/x data.synth_train=100000). "
+        "The best model (validation word accuracy) is saved to OUTPUT_DIR/model/.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/finetune/*.yaml)")
+    parser.add_argument(
+        "--init-encoder", metavar="PATH", help="start from a pretrained encoder.safetensors"
+    )
+    parser.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the decoder only (decoder-evaluation protocol)",
+    )
+    parser.add_argument(
+        "--label-fraction",
+        type=float,
+        metavar="F",
+        help="use a fixed random fraction F of the training labels (semi-supervised protocol)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from persec.finetune import FinetuneConfig, finetune
+
+    overrides = list(args.overrides)
+    if args.init_encoder:
+        overrides.append(f"init_encoder={args.init_encoder}")
+    if args.freeze_encoder:
+        overrides.append("freeze_encoder=true")
+    if args.label_fraction is not None:
+        overrides.append(f"data.label_fraction={args.label_fraction}")
+    if args.resume:
+        overrides.append("resume=true")
+    config = load_config(FinetuneConfig, args.config, overrides)
+    result = finetune(config)
+    acc = (
+        f", best validation word accuracy {result.best_val_word_acc:.2f}%"
+        if result.best_val_word_acc is not None
+        else ""
+    )
+    print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min{acc}; "
+        f"model saved to {result.model_dir}"
+    )
+    return 0

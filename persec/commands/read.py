@@ -1,0 +1,80 @@
+"""``persec read``: recognise image files and print ``path<TAB>text<TAB>confidence``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from persec.commands.eval import non_negative_int, positive_int
+from persec.errors import PersecError
+from persec.evaluate import default_model_dir, load_model, resolve_device
+from persec.inference import Reading, list_images, read_images
+
+HELP = "recognise images: one 'path<TAB>text<TAB>confidence' line per image"
+
+EPILOG = f"""\
+Folders are searched recursively for image files (png, jpg, jpeg, bmp, webp, tif, tiff,
+gif), in sorted order; paths are printed as given (joined onto the folder, not resolved).
+The output is the prediction format of 'persec score --pred':
+
+  persec read data/IIIT5K > pred.txt && persec score --pred pred.txt --gt data/IIIT5K/gt.txt
+
+An image that cannot be read or decoded gets a warning on stderr and no line. Exit
+status: 0 when at least one image was read, 2 when none could be (or on bad arguments).
+Without --model, the shipped model at {default_model_dir()} is used.
+"""
+
+
+def add_parser(subparsers) -> None:
+    """Register ``read`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "read",
+        help=HELP,
+        description=HELP[0].upper() + HELP[1:] + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, metavar="N", help="image decoding processes"
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one prediction line per readable image, streaming batch by batch."""
+    paths = list_images(args.inputs)  # fails on a missing input before any work
+    model = load_model(args.model, resolve_device(args.device))
+    # A bar only when the lines go elsewhere (a file, a pipe) and stderr is a terminal.
+    bar = tqdm(
+        total=len(paths),
+        unit="img",
+        desc="reading",
+        file=sys.stderr,
+        disable=sys.stdout.isatty() or not sys.stderr.isatty(),
+    )
+    failed = 0
+    try:
+        for n, reading in enumerate(read_images(model, paths, args.batch_size, args.workers), 1):
+            bar.update()
+            if reading.error is None and any(c in reading.path for c in "\t\r\n"):
+                reading = Reading(reading.path, error="path holds a TAB or line break")
+            if reading.error is not None:
+                failed += 1
+                tqdm.write(f"warning: skipped {reading.path!r}: {reading.error}", file=sys.stderr)
+                continue
+            print(f"{reading.path}\t{reading.text}\t{reading.confidence:.4f}")
+            if n % args.batch_size == 0:
+                sys.stdout.flush()
+    finally:
+        bar.close()
+    if failed == len(paths):
+        raise PersecError(f"none of the {len(paths)} image(s) could be read")
+    if failed:
+        print(f"warning: {failed} of {len(paths)} image(s) could not be read", file=sys.stderr)
+    return 0

@@ -1,0 +1,139 @@
+"""Training and validation data for recognition: LMDB trees, gt.txt folders and the
+renderer, concatenated, with a deterministic label fraction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from persec.charset import Charset
+from persec.data.dataset import collate_samples, open_dataset
+from persec.data.synth import SynthConfig, SynthDataset
+from persec.errors import PersecError
+from persec.image import ImageConfig, ToTensor
+
+logger = logging.getLogger("persec.data")
+
+
+@dataclass
+class RecognitionDataConfig:
+    """Where labelled images come from.
+
+    Attributes:
+        train: LMDB trees and/or gt.txt folders with training labels.
+        synth_train: rendered training images (0 = none); index i is image i of
+            ``persec render --seed synth_seed``.
+        synth_seed: renderer seed for the training images.
+        val: LMDB trees and/or gt.txt folders for model selection.
+        synth_val: rendered validation images in held-out font families (0 = none).
+        synth_val_seed: renderer seed for validation (keep it apart from synth_seed).
+        synth: renderer settings for both.
+        label_fraction: share of the training labels used (semi-supervised
+            protocol); a subset fixed by ``fraction_seed``.
+        fraction_seed: seed of that subset.
+        max_label_length: longer labels are skipped.
+        batch_size: images per step.
+        workers: data-loader processes (0 = in the main process).
+    """
+
+    train: list[str] = field(default_factory=list)
+    synth_train: int = 0
+    synth_seed: int = 0
+    val: list[str] = field(default_factory=list)
+    synth_val: int = 0
+    synth_val_seed: int = 1_000_003
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    label_fraction: float = 1.0
+    fraction_seed: int = 0
+    max_label_length: int = 25
+    batch_size: int = 64
+    workers: int = 2
+
+
+def label_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """A fixed random ``fraction`` of ``dataset`` (same indices for the same seed)."""
+    if not 0.0 < fraction <= 1.0:
+        raise PersecError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return dataset
+    n = len(dataset)
+    k = max(1, round(fraction * n))
+    g = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(n, generator=g)[:k].sort().values.tolist()
+    return Subset(dataset, indices)
+
+
+class RecognitionDataModule(L.LightningDataModule):
+    """Lightning data module for supervised training.
+
+    Batches are ``(images (B, C, H, W), labels list[str], skipped Counter)``
+    (see :func:`~persec.data.dataset.collate_samples`).
+    """
+
+    def __init__(self, config: RecognitionDataConfig, image: ImageConfig, charset: Charset):
+        super().__init__()
+        self.config = config
+        self.transform = ToTensor(image)
+        self.charset = charset
+        self.train_set: Dataset | None = None
+        self.val_sets: list[Dataset] = []
+
+    def _open(self, path: str) -> Dataset:
+        return open_dataset(
+            path,
+            charset=self.charset,
+            transform=self.transform,
+            max_label_length=self.config.max_label_length,
+        )
+
+    def build_train(self) -> Dataset:
+        """The concatenated training set, after the label fraction."""
+        c = self.config
+        parts: list[Dataset] = [self._open(p) for p in c.train]
+        if c.synth_train > 0:
+            parts.append(
+                SynthDataset(c.synth_train, c.synth, "train", c.synth_seed, self.transform)
+            )
+        if not parts:
+            raise PersecError("no training data: set data.train=[...] and/or data.synth_train=N")
+        dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        return label_subset(dataset, c.label_fraction, c.fraction_seed)
+
+    def build_val(self) -> list[Dataset]:
+        """One validation set per source (each is reported on its own)."""
+        c = self.config
+        sets: list[Dataset] = [self._open(p) for p in c.val]
+        if c.synth_val > 0:
+            sets.append(
+                SynthDataset(c.synth_val, c.synth, "test", c.synth_val_seed, self.transform)
+            )
+        return sets
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = self.build_train()
+            self.val_sets = self.build_val()
+            logger.info("training samples: %d", len(self.train_set))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.config.workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate_samples,
+            persistent_workers=workers > 0,
+            drop_last=shuffle and len(dataset) >= self.config.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(d, shuffle=False) for d in self.val_sets]

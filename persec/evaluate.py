@@ -1,0 +1,343 @@
+"""Evaluation of a saved :class:`~persec.models.recognizer.Recognizer`.
+
+The standard STR protocol, as code: ground-truth labels are read through the eval
+charset with ``remove_unsupported=True`` (NFKD → ASCII, whitespace removed, case folded
+for single-case charsets, unsupported characters dropped); samples whose label is then
+empty or longer than ``max_label_length`` are skipped and reported, never scored.
+Predictions are mapped through the same charset by
+:class:`~persec.metrics.ScoreAccumulator`. Images get the model's own preprocessing
+(:class:`~persec.image.ToTensor` of ``model.config.image``), as in training and
+:meth:`Recognizer.read`.
+
+Dataset paths (:func:`find_datasets`): a folder that is itself a dataset (``gt.txt`` or
+``data.mdb`` directly inside) is one dataset; any other folder stands for its immediate
+children that are datasets (a child with an LMDB anywhere under it is one dataset), so
+``data/test`` expands to ``IIIT5k``, ``SVT``, ``IC13_857``, ... named by folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from persec.charset import Charset
+from persec.data.dataset import (
+    GT_FILE,
+    LAYOUTS_HELP,
+    SkipReport,
+    collate_samples,
+    has_lmdb,
+    open_dataset,
+)
+from persec.errors import DataError, PersecError
+from persec.image import ToTensor
+from persec.metrics import (
+    DatasetScore,
+    ScoreAccumulator,
+    combine,
+    eval_charset,
+    scores_to_rows,
+)
+from persec.models.recognizer import CONFIG, Recognizer
+
+logger = logging.getLogger("persec.evaluate")
+
+SHIPPED_MODEL = "persec-small"
+RESULTS_STEM = "results"
+
+
+# ---------------------------------------------------------------- model and device
+def default_model_dir() -> Path:
+    """Where the shipped model lives: ``models/persec-small`` at the repository root.
+
+    The path is returned whether or not it exists; :func:`load_model` checks.
+    """
+    return Path(__file__).resolve().parent.parent / "models" / SHIPPED_MODEL
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device`` as given, or ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        PersecError: an unknown device string, or CUDA asked for but not available.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise PersecError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PersecError(f"device {device!r} asked for, but CUDA is not available")
+    return dev
+
+
+def load_model(model_dir: str | Path | None, device: str | torch.device = "cpu") -> Recognizer:
+    """Load a saved recognizer in eval mode; ``None`` means the shipped model.
+
+    Raises:
+        PersecError: no such directory, no shipped model, or an invalid saved model.
+    """
+    if model_dir is None:
+        model_dir = default_model_dir()
+        if not (model_dir / CONFIG).is_file():
+            raise PersecError(f"no --model given and no shipped model found at {model_dir}")
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PersecError(f"model directory {model_dir} does not exist")
+    model = Recognizer.load(model_dir)
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- evaluation
+def is_dataset(path: Path) -> bool:
+    """Whether ``path`` itself is a dataset: ``gt.txt`` or ``data.mdb`` directly inside."""
+    return (path / GT_FILE).is_file() or (path / "data.mdb").is_file()
+
+
+def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand dataset arguments into dataset folders (rule in the module docstring).
+
+    Children are taken in sorted name order; hidden ones and children that are not
+    datasets (e.g. a ``README`` or a plain image folder) are left out.
+
+    Raises:
+        DataError: a path that does not exist, is not a directory, or is neither a
+            dataset nor a folder of datasets; a dataset reached twice.
+    """
+    found: list[Path] = []
+    seen: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"dataset path {path} does not exist")
+        if not path.is_dir():
+            raise DataError(f"dataset path {path} is not a directory; {LAYOUTS_HELP}")
+        if is_dataset(path):
+            found.append(path)
+            continue
+        children = sorted(
+            child
+            for child in path.iterdir()
+            if child.is_dir()
+            and not child.name.startswith(".")
+            and ((child / GT_FILE).is_file() or has_lmdb(child))
+        )
+        if not children:
+            raise DataError(f"{path} is neither a dataset nor a folder of datasets; {LAYOUTS_HELP}")
+        found.extend(children)
+    for path in found:
+        # The same data twice would silently double its weight in the combined row.
+        first = seen.setdefault(os.path.realpath(path), path)
+        if first is not path:
+            raise DataError(f"dataset {path} given twice (also as {first})")
+    return found
+
+
+def open_eval_dataset(
+    path: str | Path, model: Recognizer, charset: Charset, max_label_length: int | None = 25
+) -> Dataset:
+    """One labelled dataset read the eval way: labels mapped through ``charset`` with
+    unsupported characters removed, images preprocessed for ``model``.
+
+    Items are ``(image (C, H, W), label)`` or :class:`~persec.data.dataset.Skipped`.
+    """
+    # Named by the folder as given: a symlinked benchmark keeps its link's name.
+    name = Path(os.path.abspath(path)).name or str(path)
+    return open_dataset(
+        path,
+        charset=charset,
+        transform=ToTensor(model.config.image),
+        max_label_length=max_label_length,
+        remove_unsupported=True,
+        name=name,
+    )
+
+
+def evaluate_dataset(
+    model: Recognizer,
+    dataset: Dataset,
+    charset: Charset,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool | None = True,
+) -> tuple[DatasetScore, SkipReport]:
+    """Score ``model`` on one opened dataset (see :func:`open_eval_dataset`).
+
+    Images that cannot be decoded are dropped by
+    :func:`~persec.data.dataset.collate_samples`, counted, and logged once at the end.
+
+    Args:
+        model: the recognizer (its device is used; it is put in eval mode for the run).
+        dataset: items ``(image (C, H, W), label)``; needs ``.name`` and ``.report``.
+        charset: the eval charset predictions and labels are mapped through.
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes (0: read in this process).
+        progress: show a progress bar (``None``: only on a terminal).
+
+    Returns:
+        the dataset's score and its skip report (label skips at open + images skipped
+        when read).
+    """
+    device = next(model.parameters()).device
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_samples,
+        pin_memory=device.type == "cuda",
+    )
+    name = getattr(dataset, "name", "dataset")
+    accumulator = ScoreAccumulator(name, charset)
+    skipped: Counter[str] = Counter()
+    was_training = model.training
+    model.eval()
+    bar = tqdm(
+        total=len(dataset),
+        desc=f"eval {name}",
+        unit="img",
+        disable=None if progress is None else not progress,
+    )
+    try:
+        with torch.inference_mode():
+            for images, labels, dropped in loader:
+                skipped.update(dropped)
+                bar.update(len(labels) + sum(dropped.values()))
+                if not labels:
+                    continue
+                logits = model(images.to(device, non_blocking=True))  # (B, L, V)
+                decoded = model.decode(logits)
+                accumulator.update(
+                    [text for text, _ in decoded], labels, [conf for _, conf in decoded]
+                )
+    finally:
+        bar.close()
+        model.train(was_training)
+
+    report = SkipReport(name).merge(getattr(dataset, "report", SkipReport(name)))
+    for reason, n in skipped.items():
+        for _ in range(n):
+            report.skip_kept(reason)
+    if skipped:
+        logger.warning(
+            "%s: %d image(s) skipped when read, not scored (%s)",
+            name,
+            sum(skipped.values()),
+            ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())),
+        )
+    return accumulator.compute(), report
+
+
+def evaluate(
+    model: Recognizer,
+    paths: Sequence[str | Path],
+    charset: str | Charset | None = None,
+    cased: bool = False,
+    punctuation: bool = False,
+    batch_size: int = 64,
+    workers: int = 0,
+    max_label_length: int | None = 25,
+    progress: bool | None = True,
+    reports: list[SkipReport] | None = None,
+) -> list[DatasetScore]:
+    """Score ``model`` on each dataset under ``paths``, one :class:`DatasetScore` each.
+
+    Every path is expanded with :func:`find_datasets` (and checked) before the first
+    image is read. Combine the result with :func:`~persec.metrics.combine`.
+
+    Args:
+        model: the recognizer.
+        paths: dataset folders, or folders of dataset folders.
+        charset: eval charset spec; when given it overrides ``cased``/``punctuation``
+            (see :func:`~persec.metrics.eval_charset`).
+        cased, punctuation: choose the eval charset (default ``36_lowercase``).
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes.
+        max_label_length: longer labels (after mapping) are skipped (``None``: no limit).
+        progress: a progress bar per dataset (``None``: only on a terminal).
+        reports: when a list is given, one :class:`SkipReport` per dataset is appended.
+
+    Raises:
+        DataError: a path that is not a dataset or a folder of datasets.
+    """
+    eval_cs = eval_charset(cased, punctuation, charset)
+    scores = []
+    for path in find_datasets(paths):
+        dataset = open_eval_dataset(path, model, eval_cs, max_label_length)
+        score, report = evaluate_dataset(model, dataset, eval_cs, batch_size, workers, progress)
+        scores.append(score)
+        if reports is not None:
+            reports.append(report)
+    return scores
+
+
+def result_rows(
+    scores: Sequence[DatasetScore], reports: Sequence[SkipReport] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of :func:`~persec.metrics.scores_to_rows` plus the combined row (last, always),
+    with ``skipped`` counts when ``reports`` (parallel to ``scores``) are given."""
+    rows = scores_to_rows([*scores, combine(scores)])
+    if reports is not None:
+        if len(reports) != len(scores):
+            raise ValueError(f"{len(reports)} skip reports for {len(scores)} scores")
+        for row, report in zip(rows, reports, strict=False):
+            row["skipped"] = report.skipped
+        rows[-1]["skipped"] = sum(r.skipped for r in reports)
+    return rows
+
+
+def write_results(
+    scores: Sequence[DatasetScore],
+    out: str | Path,
+    reports: Sequence[SkipReport] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write the scores as CSV and JSON.
+
+    Args:
+        scores: one per dataset; a combined row is added (see :func:`result_rows`).
+        out: a directory (created) that gets ``results.csv`` and ``results.json``, or,
+            when it ends in ``.csv`` or ``.json``, a prefix: ``runs/x.json`` writes
+            ``runs/x.csv`` and ``runs/x.json``.
+        reports: skip reports parallel to ``scores``: adds a ``skipped`` column, and in
+            the JSON the counts by reason.
+        meta: extra top-level JSON entries (model, charset, ...).
+
+    Returns:
+        the CSV and JSON paths.
+
+    Raises:
+        PersecError: the files cannot be written.
+    """
+    out = Path(out)
+    if out.suffix.lower() in (".csv", ".json"):
+        csv_path, json_path = out.with_suffix(".csv"), out.with_suffix(".json")
+    else:
+        csv_path, json_path = out / f"{RESULTS_STEM}.csv", out / f"{RESULTS_STEM}.json"
+    rows = result_rows(scores, reports)
+    document: dict[str, Any] = dict(meta or {})
+    document["datasets"] = [dict(row) for row in rows[:-1]]
+    document["combined"] = rows[-1]
+    if reports is not None:
+        for row, report in zip(document["datasets"], reports, strict=True):
+            row["skipped_by_reason"] = dict(sorted(report.counts.items()))
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with csv_path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise PersecError(f"cannot write results to {csv_path.parent}: {e.strerror or e}") from e
+    return csv_path, json_path

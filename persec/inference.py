@@ -1,0 +1,126 @@
+"""Batch inference on image files (``persec read``): streaming, in input order, with
+unreadable images reported instead of raised."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
+from persec.data.folder import ImageFolderDataset
+from persec.errors import DataError
+from persec.image import ImageDecodeError, ToTensor, decode_image
+from persec.models.recognizer import Recognizer
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[str]:
+    """Image files named by ``inputs``: files as given, folders searched recursively.
+
+    Folder contents come in sorted order, filtered by
+    :data:`~persec.data.folder.IMAGE_EXTENSIONS` (hidden files left out), and are
+    joined onto the folder as given (not resolved). A file named explicitly is taken
+    whatever its extension.
+
+    Raises:
+        DataError: an input that does not exist, or a folder without image files.
+    """
+    out: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            folder = ImageFolderDataset(path)
+            out.extend(folder.source(i) for i in range(len(folder)))
+        elif path.exists():
+            out.append(str(item))
+        else:
+            raise DataError(f"{item}: no such file or directory")
+    return out
+
+
+class ImagePathsDataset(Dataset):
+    """Image files by path, for inference.
+
+    Items are ``(image (C, H, W), path)`` or a :class:`~persec.data.dataset.Skipped`
+    whose ``reason`` holds the error (missing file, undecodable image).
+    """
+
+    def __init__(self, paths: Sequence[str], transform: ToTensor):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str] | Skipped:
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            return Skipped(f"{MISSING_FILE}: {e.strerror or e}", path)
+        try:
+            image = decode_image(data)
+        except ImageDecodeError as e:
+            return Skipped(f"{UNDECODABLE}: {e}", path)
+        return self.transform(image), path
+
+
+def _collate_paths(
+    batch: Sequence[tuple[torch.Tensor, str] | Skipped],
+) -> tuple[torch.Tensor | None, list[str | None]]:
+    """Stack the decodable images; keep, per item in batch order, its error or None."""
+    images = [item[0] for item in batch if not isinstance(item, Skipped)]
+    errors = [item.reason if isinstance(item, Skipped) else None for item in batch]
+    return (torch.stack(images) if images else None), errors  # (B_ok, C, H, W)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The result for one image: text and confidence, or the error that prevented it."""
+
+    path: str
+    text: str | None = None
+    confidence: float | None = None
+    error: str | None = None
+
+
+def read_images(
+    model: Recognizer, paths: Sequence[str], batch_size: int = 64, workers: int = 0
+) -> Iterator[Reading]:
+    """Recognise image files in batches, streaming: memory holds one batch at a time.
+
+    Yields one :class:`Reading` per path, in order; unreadable images yield a
+    ``Reading`` with ``error`` set instead of raising.
+    """
+    device = next(model.parameters()).device
+    loader = DataLoader(
+        ImagePathsDataset(paths, ToTensor(model.config.image)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate_paths,
+    )
+    was_training = model.training
+    model.eval()
+    index = 0
+    try:
+        for images, errors in loader:
+            decoded: list[tuple[str, float]] = []
+            if images is not None:
+                with torch.inference_mode():
+                    decoded = model.decode(model(images.to(device)))  # logits (B_ok, L, V)
+            results = iter(decoded)
+            for error in errors:
+                path = paths[index]
+                index += 1
+                if error is not None:
+                    yield Reading(path, error=error)
+                else:
+                    text, conf = next(results)
+                    yield Reading(path, text, conf)
+    finally:
+        model.train(was_training)

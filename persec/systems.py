@@ -1,0 +1,175 @@
+"""Lightning wrappers. Models stay plain ``nn.Module``s; training logic lives here."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+from persec.metrics import ScoreAccumulator
+from persec.models.recognizer import Recognizer
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        name: ``sgd`` [paper, fine-tuning], ``adam`` [paper, pretraining] or ``adamw``.
+        lr: peak learning rate (5e-3 for fine-tuning [paper]).
+        momentum: SGD momentum [ours].
+        weight_decay: decoupled for adamw, L2 otherwise.
+        schedule: ``cosine`` (decay to ``min_lr_ratio``·lr after warm-up) [ours] or ``constant``.
+        warmup_steps: linear warm-up from 0.
+        min_lr_ratio: floor of the cosine schedule relative to ``lr``.
+        grad_clip: max gradient norm (0 = off).
+    """
+
+    name: str = "sgd"
+    lr: float = 5e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 5.0
+
+
+def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``config``."""
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optim.name must be sgd, adam or adamw, got {config.name!r}")
+
+
+def lr_factor(step: int, total: int, config: OptimConfig) -> float:
+    """Multiplier of ``config.lr`` at ``step`` (warm-up, then cosine or constant)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule != "cosine":
+        raise ValueError(f"optim.schedule must be cosine or constant, got {config.schedule!r}")
+    span = max(1, total - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.min_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class RecognitionSystem(L.LightningModule):
+    """Supervised training of a :class:`Recognizer`, validated by word accuracy.
+
+    Logs ``train/loss``, ``train/lr``, ``train/skipped`` and, per validation set,
+    ``val/<name>/word_acc`` plus the sample-weighted ``val/word_acc`` used to select
+    the best checkpoint.
+
+    Args:
+        model: the recognizer to train.
+        optim: optimiser settings.
+        max_steps: training length (for the schedule).
+        val_names: display names of the validation sets, in dataloader order.
+        freeze_encoder: train the decoder only (decoder-evaluation protocol); the
+            encoder is kept in eval mode so its BatchNorm statistics stay fixed.
+    """
+
+    def __init__(
+        self,
+        model: Recognizer,
+        optim: OptimConfig,
+        max_steps: int,
+        val_names: list[str] | None = None,
+        freeze_encoder: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.max_steps = max_steps
+        self.val_names = val_names or []
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+        self.skipped: Counter[str] = Counter()
+        self._scores: list[ScoreAccumulator] = []
+
+    def _keep_encoder_frozen(self) -> None:
+        # Lightning puts the whole module back in train mode at fit start and after
+        # every validation; a frozen encoder must keep its BatchNorm statistics.
+        if self.freeze_encoder:
+            self.model.encoder.eval()
+
+    def on_train_start(self) -> None:
+        self._keep_encoder_frozen()
+
+    def on_train_epoch_start(self) -> None:
+        self._keep_encoder_frozen()
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+        self._keep_encoder_frozen()
+
+    def _labels(self, labels: list[str]) -> list[str]:
+        # Datasets already filter by the model's charset; the renderer draws from its
+        # own (e.g. mixed-case) charset, so map every label the same way.
+        return [self.model.charset.strip_unsupported(x) for x in labels]
+
+    def training_step(self, batch, batch_idx: int):
+        images, labels, skipped = batch
+        self.skipped.update(skipped)
+        if len(labels) == 0:
+            return None
+        labels = self._labels(labels)
+        logits = self.model(images, labels)  # (B, L, V)
+        loss = self.model.loss(logits, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
+        if skipped:
+            self.log("train/skipped", float(sum(self.skipped.values())), batch_size=len(labels))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        charset = "36_lowercase"
+        self._scores = [
+            ScoreAccumulator(self._val_name(i), charset) for i in range(max(1, len(self.val_names)))
+        ]
+
+    def _val_name(self, i: int) -> str:
+        return self.val_names[i] if i < len(self.val_names) else f"val{i}"
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels, _ = batch
+        if len(labels) == 0:
+            return
+        predictions = self.model.decode(self.model(images))
+        self._scores[dataloader_idx].update(
+            [p for p, _ in predictions], labels, [c for _, c in predictions]
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        scores = [score for score in (s.compute() for s in self._scores) if score.samples]
+        if not scores:
+            return
+        for s in scores:
+            self.log(f"val/{s.name}/word_acc", s.word_acc, add_dataloader_idx=False)
+        total = sum(s.samples for s in scores)
+        mean = sum(s.word_acc * s.samples for s in scores) / total
+        self.log("val/word_acc", mean, prog_bar=True, add_dataloader_idx=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.optim)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.max_steps, self.optim)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
