@@ -1,0 +1,321 @@
+"""Windowed multi-head self-attention: the context perceivers' aggregators.
+
+Stroke level: ω×ω windows over the (B, C_l, H_l, W_l) map, ω = H_l / 2 [paper].
+Semantic level: windows of ω = 10 tokens over the (B, T, C_h) sequence [paper].
+8 heads and 128-wide linear layers [paper]. Pre-norm blocks, shifted windows in every
+second block, a learned relative position bias, the projections C → 128 → C and the
+residual around the whole aggregator are our choices (method.md).
+
+A sequence is treated as a map of height 1 with 1×ω windows, so one implementation
+serves both levels. The attention layers and blocks work channel-last: (B, H, W, C)
+for maps, (B, T, C) for sequences; :class:`ContextAggregator` takes the encoder's
+layouts, (B, C, H, W) and (B, T, C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SEMANTIC_WINDOW = 10  # [paper] ω of the semantic perceiver
+
+
+@dataclass
+class AggregatorConfig:
+    """One context aggregator (W-MHSA transformer between two projections).
+
+    Attributes:
+        dim: width of every linear layer inside [paper: 128].
+        heads: attention heads [paper: 8].
+        blocks: transformer blocks [ours: 2].
+        window: window size ω; 0 = automatic: half the feature height for 2-D maps,
+            10 for 1-D sequences [paper].
+        shift: shift the windows by ω/2 in every second block (Swin) [ours].
+        mlp_ratio: MLP hidden width / dim [ours: 1.0, reading "all linear layers 128
+            wide" literally; Swin uses 4.0].
+        dropout: on attention weights, attention output and MLP output [ours].
+        global_attention: ablation: attend over the whole map / sequence instead of
+            windows (ω then only bounds the relative position bias).
+        identity_init: zero the output projection so the aggregator starts as the
+            identity and does not disturb the encoder it is dropped into [ours].
+    """
+
+    dim: int = 128
+    heads: int = 8
+    blocks: int = 2
+    window: int = 0
+    shift: bool = True
+    mlp_ratio: float = 1.0
+    dropout: float = 0.0
+    global_attention: bool = False
+    identity_init: bool = True
+
+
+def resolve_window(cfg: AggregatorConfig, ndim: int, feature_height: int = 0) -> int:
+    """ω for a ``ndim``-D aggregator: ``cfg.window``, or the paper's rule when it is 0.
+
+    Raises:
+        ValueError: automatic 2-D window without a ``feature_height``.
+    """
+    if cfg.window > 0:
+        return cfg.window
+    if ndim == 1:
+        return SEMANTIC_WINDOW
+    if feature_height < 1:
+        raise ValueError("window=0 (half the feature height) needs feature_height for 2-D maps")
+    return max(1, feature_height // 2)
+
+
+def _partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+    """(B, Hp, Wp, C) -> (B, nWin, wh*ww, C), windows in raster order."""
+    b, hp, wp, c = x.shape
+    x = x.reshape(b, hp // wh, wh, wp // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, -1, wh * ww, c)
+
+
+def _merge(x: torch.Tensor, hp: int, wp: int, wh: int, ww: int) -> torch.Tensor:
+    """(B, nWin, wh*ww, C) -> (B, Hp, Wp, C); inverse of :func:`_partition`."""
+    b, _, _, c = x.shape
+    x = x.reshape(b, hp // wh, wp // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, hp, wp, c)
+
+
+def _axis_windows(size: int, padded: int, window: int, shift: int, device) -> tuple:
+    """Per position of one rolled, padded axis: its true window id and whether it is real.
+
+    With the grid offset by ``shift``, position y lies in window ⌊(y − shift)/ω⌋ (−1 for
+    the first ``shift`` positions). Rolling by −shift puts the last window and those
+    first positions into one rolled window; different ids keep them apart.
+    """
+    pos = torch.arange(padded, device=device)
+    ids = torch.div(pos - shift, window, rounding_mode="floor")
+    return ids.roll(-shift), (pos < size).roll(-shift)  # (padded,), (padded,)
+
+
+class WindowAttention2d(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows of a channel-last map.
+
+    Sizes that are not multiples of the window are zero-padded at the bottom and right;
+    padded positions are masked out as keys and cropped from the output. With
+    ``shift=True`` the window grid is offset by half a window along every axis that has
+    more than one window (Swin's cyclic shift); a mask keeps each token inside its own
+    shifted window. All windows of all images go through one attention call.
+
+    Args:
+        dim: token width (divisible by ``heads``).
+        heads: attention heads.
+        window: window size, an int (square) or (height, width).
+        shift: offset the window grid by half a window.
+        dropout: on attention weights and the output projection (training only).
+        global_attention: one window covering the whole map; ``window`` then only sets
+            the range of the relative position bias (larger offsets share the edge entry).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        window: int | tuple[int, int],
+        shift: bool = False,
+        dropout: float = 0.0,
+        global_attention: bool = False,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.window = (window, window) if isinstance(window, int) else tuple(window)
+        if len(self.window) != 2 or min(self.window) < 1:
+            raise ValueError(f"window must be positive, got {window}")
+        self.heads, self.shift, self.global_attention = heads, shift, global_attention
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+        rh, rw = self.window
+        # One learned bias per head and relative offset (dy, dx), |dy| < rh, |dx| < rw.
+        self.rel_bias = nn.Parameter(torch.empty((2 * rh - 1) * (2 * rw - 1), heads))
+        nn.init.trunc_normal_(self.rel_bias, std=0.02)
+
+    def relative_bias(self, wh: int, ww: int) -> torch.Tensor:
+        """Bias of every query/key pair of a wh×ww window. -> (heads, N, N), N = wh*ww."""
+        rh, rw = self.window
+        dev = self.rel_bias.device
+        ys, xs = torch.meshgrid(
+            torch.arange(wh, device=dev), torch.arange(ww, device=dev), indexing="ij"
+        )
+        ys, xs = ys.flatten(), xs.flatten()
+        # Clamping only matters in global mode, where the map can exceed the table.
+        dy = (ys[:, None] - ys[None, :]).clamp(1 - rh, rh - 1) + rh - 1
+        dx = (xs[:, None] - xs[None, :]).clamp(1 - rw, rw - 1) + rw - 1
+        return self.rel_bias[dy * (2 * rw - 1) + dx].permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        b, h, w, c = x.shape
+        wh, ww = (h, w) if self.global_attention else self.window
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        # With a single window along an axis a roll would only cut that window in two.
+        sh = wh // 2 if self.shift and hp > wh else 0
+        sw = ww // 2 if self.shift and wp > ww else 0
+        # Pad after the projection: padded positions are masked as keys and cropped as
+        # queries, so their values never matter.
+        qkv = self.qkv(x)  # (B, H, W, 3C)
+        if hp > h or wp > w:
+            qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
+        if sh or sw:
+            qkv = qkv.roll((-sh, -sw), dims=(1, 2))
+        n_win, n = (hp // wh) * (wp // ww), wh * ww
+        qkv = _partition(qkv, wh, ww).reshape(b, n_win, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nWin, heads, N, d)
+
+        bias = self.relative_bias(wh, ww).to(q.dtype)  # (heads, N, N)
+        if hp > h or wp > w or sh or sw:
+            bias = torch.where(self._allowed(h, w, hp, wp, wh, ww, sh, sw), bias, float("-inf"))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nWin, heads, N, d)
+        y = _merge(y.transpose(2, 3).reshape(b, n_win, n, c), hp, wp, wh, ww)
+        if sh or sw:
+            y = y.roll((sh, sw), dims=(1, 2))
+        return self.proj_drop(self.proj(y[:, :h, :w]))
+
+    def _allowed(self, h, w, hp, wp, wh, ww, sh, sw) -> torch.Tensor:
+        """Which keys each query may see, per window. -> (nWin, 1, N, N) bool."""
+        dev = self.rel_bias.device
+        idy, realy = _axis_windows(h, hp, wh, sh, dev)
+        idx, realx = _axis_windows(w, wp, ww, sw, dev)
+        # ids run from -1, so +1 makes them non-negative before combining the axes.
+        gid = (idy[:, None] + 1) * (wp // ww + 2) + (idx[None, :] + 1)  # (Hp, Wp)
+        real = realy[:, None] & realx[None, :]
+        gid = _partition(gid[None, :, :, None], wh, ww)[0, :, :, 0]  # (nWin, N)
+        real = _partition(real[None, :, :, None], wh, ww)[0, :, :, 0]
+        allowed = (gid[:, :, None] == gid[:, None, :]) & real[:, None, :]
+        # A padded query may see only itself: no row is fully masked (no NaN), and
+        # its output is cropped anyway.
+        allowed |= torch.eye(wh * ww, dtype=torch.bool, device=dev)
+        return allowed[:, None]
+
+
+class WindowAttention1d(WindowAttention2d):
+    """:class:`WindowAttention2d` over a (B, T, C) sequence: windows of ω consecutive tokens.
+
+    Args: as :class:`WindowAttention2d` (``shift``, ``dropout``, ``global_attention``
+    by keyword), with ``window`` the int ω.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, **kwargs):
+        super().__init__(dim, heads, (1, window), **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        return super().forward(x.unsqueeze(1)).squeeze(1)
+
+
+class WindowTransformerBlock(nn.Module):
+    """Pre-norm block: x + W-MHSA(LN(x)), then x + MLP(LN(x)).
+
+    Works channel-last: (B, H, W, C) maps when ``ndim`` is 2, (B, T, C) sequences when 1.
+
+    Args:
+        dim, heads, window, shift, dropout, global_attention: of the attention layer.
+        ndim: 2 for maps (ω×ω windows), 1 for sequences.
+        mlp_ratio: MLP hidden width / dim.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        window: int,
+        ndim: int = 2,
+        shift: bool = False,
+        mlp_ratio: float = 1.0,
+        dropout: float = 0.0,
+        global_attention: bool = False,
+    ):
+        super().__init__()
+        if ndim not in (1, 2):
+            raise ValueError(f"ndim must be 1 or 2, got {ndim}")
+        attn_cls = WindowAttention2d if ndim == 2 else WindowAttention1d
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn_cls(
+            dim, heads, window, shift=shift, dropout=dropout, global_attention=global_attention
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) or (B, T, C) -> same."""
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ContextAggregator(nn.Module):
+    """Encoder-slot aggregator: x + proj_out(LN(blocks(proj_in(x)))), shape preserved.
+
+    Blocks alternate unshifted / shifted windows (when ``cfg.shift``). Drops into
+    ``TextEncoder.stroke_aggregator`` (``ndim=2``, (B, C, H, W)) and
+    ``semantic_aggregator`` (``ndim=1``, (B, T, C)).
+
+    Args:
+        channels: C of the features it aggregates.
+        ndim: 2 for stroke maps, 1 for semantic sequences.
+        cfg: hyper-parameters; defaults are the paper's.
+        feature_height: height of the maps it is built for; needed by the automatic
+            2-D window (ω = feature_height / 2).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        ndim: int,
+        cfg: AggregatorConfig | None = None,
+        feature_height: int = 0,
+    ):
+        super().__init__()
+        cfg = cfg or AggregatorConfig()
+        if ndim not in (1, 2):
+            raise ValueError(f"ndim must be 1 or 2, got {ndim}")
+        self.channels, self.ndim = channels, ndim
+        self.window = resolve_window(cfg, ndim, feature_height)
+        self.proj_in = nn.Linear(channels, cfg.dim)
+        self.blocks = nn.ModuleList(
+            WindowTransformerBlock(
+                cfg.dim,
+                cfg.heads,
+                self.window,
+                ndim,
+                shift=cfg.shift and i % 2 == 1,
+                mlp_ratio=cfg.mlp_ratio,
+                dropout=cfg.dropout,
+                global_attention=cfg.global_attention,
+            )
+            for i in range(cfg.blocks)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.proj_out = nn.Linear(cfg.dim, channels)
+        if cfg.identity_init:
+            nn.init.zeros_(self.proj_out.weight)
+            nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W) when ndim is 2; (B, T, C) -> (B, T, C) when 1."""
+        if self.ndim == 2:
+            if x.dim() != 4 or x.size(1) != self.channels:
+                raise ValueError(f"expected (B, {self.channels}, H, W), got {tuple(x.shape)}")
+            t = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        else:
+            if x.dim() != 3 or x.size(2) != self.channels:
+                raise ValueError(f"expected (B, T, {self.channels}), got {tuple(x.shape)}")
+            t = x
+        y = self.proj_in(t)
+        for block in self.blocks:
+            y = block(y)
+        y = self.proj_out(self.norm(y))
+        return x + (y.permute(0, 3, 1, 2) if self.ndim == 2 else y)
