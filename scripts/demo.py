@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="output directory (recreated)")
     parser.add_argument("--n-test", type=int, default=500, help="held-out-font test images")
-    parser.add_argument("--steps", type=int, default=600, help="fine-tuning steps (batch 64)")
+    parser.add_argument("--steps", type=int, default=1000, help="fine-tuning steps (batch 64)")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():

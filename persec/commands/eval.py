@@ -52,19 +52,8 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_parser(subparsers) -> None:
-    """Register ``eval`` on the ``persec`` subcommand parser."""
-    parser = subparsers.add_parser(
-        "eval",
-        help=HELP,
-        description=HELP[0].upper() + HELP[1:] + ".",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
-    parser.add_argument(
-        "--data", nargs="+", required=True, metavar="PATH", help="datasets or folders of datasets"
-    )
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The evaluation-protocol options shared by ``eval`` and ``score``."""
     parser.add_argument(
         "--charset",
         metavar="SPEC",
@@ -82,6 +71,22 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="skip labels longer than N after mapping (default 25; 0: no limit)",
     )
+
+
+def add_parser(subparsers) -> None:
+    """Register ``eval`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "eval",
+        help=HELP,
+        description=HELP[0].upper() + HELP[1:] + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH", help="datasets or folders of datasets"
+    )
+    add_protocol_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
     parser.add_argument(
         "--workers", type=non_negative_int, default=0, metavar="N", help="data loading processes"

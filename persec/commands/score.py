@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from persec.commands.eval import add_protocol_arguments
 from persec.data.dataset import SkipReport, filter_label
 from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
 from persec.errors import PersecError
@@ -37,23 +38,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--pred", required=True, metavar="PRED.txt", help="prediction file")
     parser.add_argument("--gt", required=True, metavar="GT.txt", help="ground-truth file")
-    parser.add_argument(
-        "--charset",
-        metavar="SPEC",
-        help="eval charset: 36_lowercase, 62_mixed, 94_full or a file with one character "
-        "per line; overrides --cased/--punctuation",
-    )
-    parser.add_argument("--cased", action="store_true", help="compare case (62_mixed)")
-    parser.add_argument(
-        "--punctuation", action="store_true", help="keep ASCII punctuation (94_full when --cased)"
-    )
-    parser.add_argument(
-        "--max-length",
-        type=int,
-        default=25,
-        metavar="N",
-        help="skip labels longer than N after mapping (default 25; 0: no limit)",
-    )
+    add_protocol_arguments(parser)
     parser.add_argument("--name", help="dataset name in the table (default: from the GT path)")
     parser.add_argument("--out", metavar="FILE.json", help="also write the scores as JSON")
     parser.set_defaults(func=run)
