@@ -122,14 +122,10 @@ class Recognizer(nn.Module):
     # ---------------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         config = to_dict(self.config)
         config["charset"] = "chars:" + "".join(self.charset.chars)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS))
-        (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        return directory
+        _write_module(self, config, Path(directory), WEIGHTS, CONFIG)
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> Recognizer:
@@ -178,11 +174,18 @@ class Recognizer(nn.Module):
 def save_encoder(encoder: nn.Module, config: EncoderConfig, directory: str | Path) -> Path:
     """Write an encoder's weights and config as ``encoder.safetensors`` + ``encoder.json``."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    save_file(state, str(directory / ENCODER_WEIGHTS))
-    (directory / ENCODER_CONFIG).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    _write_module(encoder, to_dict(config), directory, ENCODER_WEIGHTS, ENCODER_CONFIG)
     return directory / ENCODER_WEIGHTS
+
+
+def _write_module(
+    module: nn.Module, config: dict[str, Any], directory: Path, weights: str, config_name: str
+) -> None:
+    """Write a module's tensors (safetensors) and its config (JSON) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / weights))
+    (directory / config_name).write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
