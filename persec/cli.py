@@ -17,7 +17,7 @@ from persec import __version__
 from persec.errors import PersecError
 
 # Order here is the order in `persec --help`.
-COMMANDS = ["render", "data", "finetune", "eval", "read", "score"]
+COMMANDS = ["render", "data", "pretrain", "finetune", "eval", "read", "score", "inspect-codes"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"persec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"persec.commands.{name}").add_parser(sub)
+        importlib.import_module(f"persec.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

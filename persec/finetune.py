@@ -75,7 +75,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     monitor = "val/word_acc" if data.val_sets else None
-    trainer, checkpoint = build_trainer(config.trainer, out, monitor)
+    trainer, checkpoint = build_trainer(
+        config.trainer, out, monitor, grad_clip=config.optim.grad_clip
+    )
     ckpt = resume_path(out, config.resume)
     start = time.time()
     trainer.fit(system, datamodule=data, ckpt_path=ckpt)

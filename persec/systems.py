@@ -173,3 +173,85 @@ class RecognitionSystem(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+class PretrainSystem(L.LightningModule):
+    """Self-supervised pretraining of an encoder with the PerSec objective.
+
+    Logs, per active level and under ``train/`` and ``val/``: ``contrastive``, ``acc``,
+    ``diversity``, ``feature_penalty``, ``code_ppl``, ``prob_ppl``, ``temperature`` and
+    ``negatives`` (e.g. ``train/stroke/acc``), plus ``train/loss``, ``val/loss`` and
+    ``train/lr``. Validation runs the quantizers in eval mode (argmax codes) with masks
+    and distractors drawn from a generator reseeded per batch, so two validations of
+    the same weights give the same numbers.
+
+    Args:
+        encoder: the encoder to pretrain (its aggregators are trained too).
+        objective: the perceivers and loss weights.
+        optim: optimiser settings (Adam 1e-4 with warm-up [paper]).
+        max_steps: training length (for the schedule).
+        val_seed: seed of the validation masks.
+    """
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        objective: torch.nn.Module,
+        optim: OptimConfig,
+        max_steps: int,
+        val_seed: int = 0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.optim = optim
+        self.max_steps = max_steps
+        self.val_seed = val_seed
+        self.skipped: Counter[str] = Counter()
+
+    def _log_terms(self, stage: str, logs: dict, batch_size: int, **kwargs) -> None:
+        for key, value in logs.items():
+            self.log(f"{stage}/{key}", value, batch_size=batch_size, **kwargs)
+
+    def training_step(self, batch, batch_idx: int):
+        images, _, skipped = batch
+        self.skipped.update(skipped)
+        if len(images) == 0:
+            return None
+        self.objective.set_step(self.global_step)
+        out = self.objective(self.encoder, images)
+        b = images.size(0)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        for level in ("stroke", "semantic"):
+            if f"{level}/acc" in out.logs:
+                self.log(
+                    f"train/{level}/acc", out.logs[f"{level}/acc"], prog_bar=True, batch_size=b
+                )
+        self._log_terms("train", {k: v for k, v in out.logs.items() if not k.endswith("/acc")}, b)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=b)
+        if skipped:
+            self.log("train/skipped", float(sum(self.skipped.values())), batch_size=b)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, _, _ = batch
+        if len(images) == 0:
+            return
+        generator = torch.Generator(images.device).manual_seed(
+            self.val_seed * 1_000_003 + batch_idx * 101 + dataloader_idx
+        )
+        out = self.objective(self.encoder, images, generator=generator)
+        b = images.size(0)
+        self.log("val/loss", out.loss, batch_size=b, add_dataloader_idx=False)
+        self._log_terms("val", out.logs, b, add_dataloader_idx=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.optim)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.max_steps, self.optim)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

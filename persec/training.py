@@ -61,10 +61,15 @@ def quiet_lightning() -> None:
 
 
 def build_trainer(
-    config: TrainerConfig, output_dir: Path, monitor: str | None, mode: str = "max"
+    config: TrainerConfig,
+    output_dir: Path,
+    monitor: str | None,
+    mode: str = "max",
+    grad_clip: float = 0.0,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Lightning trainer writing TensorBoard logs, ``metrics.csv`` and checkpoints
-    under ``output_dir`` (``checkpoints/last.ckpt`` for ``--resume``)."""
+    under ``output_dir`` (``checkpoints/last.ckpt`` for ``--resume``); gradients are
+    clipped to norm ``grad_clip`` (0 = off)."""
     quiet_lightning()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -98,6 +103,7 @@ def build_trainer(
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        gradient_clip_val=grad_clip or None,
         default_root_dir=output_dir,
     )
     return trainer, checkpoint

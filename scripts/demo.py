@@ -1,10 +1,10 @@
 """`make demo`: the main job end to end on the embedded default data.
 
 Render a held-out-font test set and print dataset statistics (for it and for the
-real word crops in ../shared/data when present), train a small CNN-CTC
-recognizer on words rendered on the fly for a few minutes, then evaluate it on
-the held-out fonts and the real sets. PerSec pretraining is added in front of
-fine-tuning when it lands.
+real word crops in ../shared/data when present), PerSec-pretrain a small ResNet
+encoder on rendered images with their labels dropped, fine-tune a CNN-CTC
+recognizer from it on words rendered on the fly, then evaluate it on the
+held-out fonts and the real sets.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="output directory (recreated)")
     parser.add_argument("--n-test", type=int, default=500, help="held-out-font test images")
-    parser.add_argument("--steps", type=int, default=1000, help="fine-tuning steps (batch 64)")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=200, help="PerSec pretraining steps (batch 64)"
+    )
+    parser.add_argument("--steps", type=int, default=800, help="fine-tuning steps (batch 64)")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():
@@ -59,7 +62,19 @@ def main() -> None:
     for real in real_sets:
         step(f"stats {Path(real).name} (real)", ["data", "stats", real])
     step(
-        "fine-tune CNN-CTC on rendered words",
+        "PerSec-pretrain the encoder on rendered images (labels dropped)",
+        [
+            "pretrain",
+            "--config",
+            str(ROOT / "configs" / "pretrain" / "cpu.yaml"),
+            f"trainer.max_steps={args.pretrain_steps}",
+            f"trainer.val_every={args.pretrain_steps}",
+            "data.synth_val=128",
+            f"output_dir={out / 'pretrain'}",
+        ],
+    )
+    step(
+        "fine-tune CNN-CTC from the pretrained encoder on rendered words",
         [
             "finetune",
             "--config",
@@ -68,6 +83,8 @@ def main() -> None:
             f"trainer.val_every={args.steps}",
             "data.synth_val=200",
             f"output_dir={out / 'finetune'}",
+            "--init-encoder",
+            str(out / "pretrain"),
         ],
     )
     model = str(out / "finetune" / "model")

@@ -64,7 +64,7 @@ class Bench:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Bench:
     b = Bench(tmp_path_factory.mktemp("bench"))
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # a seed whose random net reads the stripes differently
     model = Recognizer(
         RecognizerConfig(
             encoder=EncoderConfig(size="tiny"),

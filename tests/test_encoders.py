@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from persec.models.attention import ContextAggregator
 from persec.models.encoders import EncoderConfig, build_encoder
 from persec.models.features import Features
 
@@ -65,7 +66,7 @@ class _Recorder(nn.Module):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_aggregator_slots_are_on_the_forward_path(name: str) -> None:
-    enc = build_encoder(EncoderConfig(name=name, size="tiny")).eval()
+    enc = build_encoder(EncoderConfig(name=name, size="tiny", aggregators=False)).eval()
     assert isinstance(enc.stroke_aggregator, nn.Identity)
     assert isinstance(enc.semantic_aggregator, nn.Identity)
     x = _images(2, 64)
@@ -135,3 +136,20 @@ def test_vit_checks_height_resnet_accepts_any() -> None:
         build_encoder(EncoderConfig(name="vit", size="tiny"))(torch.zeros(1, 3, 64, 32))
     res = build_encoder(EncoderConfig(size="tiny")).eval()
     assert res(torch.zeros(1, 3, 64, 32)).high.shape == (1, 8, 32)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_aggregators_by_default_with_the_papers_windows(name: str) -> None:
+    enc = build_encoder(EncoderConfig(name=name, size="tiny"))
+    assert isinstance(enc.stroke_aggregator, ContextAggregator)
+    assert isinstance(enc.semantic_aggregator, ContextAggregator)
+    assert enc.stroke_aggregator.window == 4  # half the 8-row low map (32-pixel images)
+    assert enc.semantic_aggregator.window == 10
+    # Identity at initialisation: the slots do not change a fresh encoder's output.
+    x = _images(2, 64)
+    plain = build_encoder(EncoderConfig(name=name, size="tiny", aggregators=False))
+    missing, _ = plain.load_state_dict(enc.state_dict(), strict=False)
+    assert not missing
+    enc.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x).high, plain(x).high)

@@ -17,6 +17,8 @@ from persec.systems import OptimConfig, lr_factor
 TINY = [
     "model.encoder.size=tiny",
     "model.encoder.widths=[32,64,64,64]",
+    # No aggregators: at 128 wide they would cost more than the rest of this model.
+    "model.encoder.aggregators=false",
     "model.decoder.lstm_layers=1",
     "model.decoder.hidden=64",
     "data.workers=0",

@@ -1,5 +1,6 @@
-"""Training and validation data for recognition: LMDB trees, gt.txt folders and the
-renderer, concatenated, with a deterministic label fraction.
+"""Training and validation data: labelled for recognition (LMDB trees, gt.txt folders
+and the renderer, concatenated, with a deterministic label fraction) and unlabelled for
+pretraining (the same sources with labels ignored, plus plain image folders).
 """
 
 from __future__ import annotations
@@ -68,31 +69,26 @@ def label_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
     return Subset(dataset, indices)
 
 
-class RecognitionDataModule(L.LightningDataModule):
-    """Lightning data module for supervised training.
+class _ImageDataModule(L.LightningDataModule):
+    """Loaders shared by the labelled and unlabelled modules.
 
-    Batches are ``(images (B, C, H, W), labels list[str], skipped Counter)``
-    (see :func:`~persec.data.dataset.collate_samples`).
+    Subclasses implement ``_open`` (one path on disk); ``config`` needs ``train``,
+    ``synth_train``, ``synth_seed``, ``val``, ``synth_val``, ``synth_val_seed``,
+    ``synth``, ``batch_size`` and ``workers``.
     """
 
-    def __init__(self, config: RecognitionDataConfig, image: ImageConfig, charset: Charset):
+    def __init__(self, config, image: ImageConfig):
         super().__init__()
         self.config = config
         self.transform = ToTensor(image)
-        self.charset = charset
         self.train_set: Dataset | None = None
         self.val_sets: list[Dataset] = []
 
     def _open(self, path: str) -> Dataset:
-        return open_dataset(
-            path,
-            charset=self.charset,
-            transform=self.transform,
-            max_label_length=self.config.max_label_length,
-        )
+        raise NotImplementedError
 
     def build_train(self) -> Dataset:
-        """The concatenated training set, after the label fraction."""
+        """All training sources, concatenated."""
         c = self.config
         parts: list[Dataset] = [self._open(p) for p in c.train]
         if c.synth_train > 0:
@@ -101,8 +97,7 @@ class RecognitionDataModule(L.LightningDataModule):
             )
         if not parts:
             raise PersecError("no training data: set data.train=[...] and/or data.synth_train=N")
-        dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        return label_subset(dataset, c.label_fraction, c.fraction_seed)
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def build_val(self) -> list[Dataset]:
         """One validation set per source (each is reported on its own)."""
@@ -137,3 +132,71 @@ class RecognitionDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(d, shuffle=False) for d in self.val_sets]
+
+
+class RecognitionDataModule(_ImageDataModule):
+    """Lightning data module for supervised training.
+
+    Batches are ``(images (B, C, H, W), labels list[str], skipped Counter)``
+    (see :func:`~persec.data.dataset.collate_samples`).
+    """
+
+    def __init__(self, config: RecognitionDataConfig, image: ImageConfig, charset: Charset):
+        super().__init__(config, image)
+        self.charset = charset
+
+    def _open(self, path: str) -> Dataset:
+        return open_dataset(
+            path,
+            charset=self.charset,
+            transform=self.transform,
+            max_label_length=self.config.max_label_length,
+        )
+
+    def build_train(self) -> Dataset:
+        """The concatenated training set, after the label fraction."""
+        c = self.config
+        return label_subset(super().build_train(), c.label_fraction, c.fraction_seed)
+
+
+@dataclass
+class PretrainDataConfig:
+    """Where unlabelled images come from (labels, if any, are ignored).
+
+    Attributes:
+        train: LMDB trees, gt.txt folders or plain image folders.
+        synth_train: rendered training images (0 = none), labels dropped.
+        synth_seed: renderer seed for the training images.
+        val: held-out images (same layouts) for the validation metrics.
+        synth_val: rendered validation images in held-out font families (0 = none).
+        synth_val_seed: renderer seed for validation.
+        synth: renderer settings for both.
+        batch_size: images per step.
+        workers: data-loader processes (0 = in the main process).
+    """
+
+    train: list[str] = field(default_factory=list)
+    synth_train: int = 0
+    synth_seed: int = 0
+    val: list[str] = field(default_factory=list)
+    synth_val: int = 0
+    synth_val_seed: int = 1_000_003
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    batch_size: int = 64
+    workers: int = 2
+
+
+class UnlabelledDataModule(_ImageDataModule):
+    """Lightning data module for pretraining: batches are ``(images (B, C, H, W),
+    labels (ignored), skipped Counter)``."""
+
+    def __init__(self, config: PretrainDataConfig, image: ImageConfig):
+        super().__init__(config, image)
+
+    def _open(self, path: str) -> Dataset:
+        return open_dataset(path, unlabelled=True, transform=self.transform)
+
+    def build_val(self) -> list[Dataset]:
+        """All validation sources as one set: pretraining metrics are not per source."""
+        sets = super().build_val()
+        return [sets[0] if len(sets) == 1 else ConcatDataset(sets)] if sets else []

@@ -9,8 +9,10 @@ can reach in between the levels::
                  -> height collapsed to 1                       -> seq  (B, T=W/4, C_h)
     forward:     Features(low, semantic_aggregator(seq))
 
-The aggregator slots are ``nn.Identity`` until a pretraining setup puts windowed-attention
-modules there; they stay on the forward path when fine-tuning (method.md).
+The aggregator slots hold windowed-attention :class:`~persec.models.attention.ContextAggregator`
+modules (``EncoderConfig.aggregators``, on by default, so a pretrained encoder and a
+recognizer built from the same config match); they stay on the forward path when
+fine-tuning (method.md). With ``aggregators=false`` the slots are ``nn.Identity``.
 Stage widths and depths are our choice; the paper does not give them.
 """
 
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from persec.models.attention import AggregatorConfig, ContextAggregator
 from persec.models.features import Features
 
 ENCODER_NAMES = ("resnet", "vit")
@@ -61,6 +64,10 @@ class EncoderConfig:
         stem_channels: ResNet stem width (0 = preset).
         mlp_ratio: ViT MLP hidden size / width.
         dropout: ViT dropout on attention and MLP outputs.
+        aggregators: put W-MHSA context aggregators in the two slots [ours: the
+            perceivers' aggregators stay on the forward path, method.md].
+        stroke_aggregator: the aggregator on the ``low`` map (ω = half its height).
+        semantic_aggregator: the aggregator on the sequence (ω = 10).
     """
 
     name: str = "resnet"
@@ -73,6 +80,9 @@ class EncoderConfig:
     stem_channels: int = 0
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    aggregators: bool = True
+    stroke_aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    semantic_aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
 
 
 class TextEncoder(nn.Module):
@@ -380,16 +390,27 @@ def build_encoder(cfg: EncoderConfig) -> TextEncoder:
         raise ValueError(f"need at least 2 stages and equal-length per-stage lists, got {lists}")
     if min(widths + depths) < 1:
         raise ValueError(f"widths and depths must be positive, got {lists}")
+    encoder: TextEncoder
     if cfg.name == "resnet":
-        return ResNetEncoder(
+        encoder = ResNetEncoder(
             cfg.in_channels, cfg.stem_channels or preset["stem"], widths, depths, cfg.input_height
         )
-    return PyramidViTEncoder(
-        cfg.in_channels,
-        widths,
-        depths,
-        lists["heads"],
-        cfg.input_height,
-        cfg.mlp_ratio,
-        cfg.dropout,
-    )
+    else:
+        encoder = PyramidViTEncoder(
+            cfg.in_channels,
+            widths,
+            depths,
+            lists["heads"],
+            cfg.input_height,
+            cfg.mlp_ratio,
+            cfg.dropout,
+        )
+    if cfg.aggregators:
+        low_h = encoder.low_height(cfg.input_height)
+        encoder.stroke_aggregator = ContextAggregator(
+            encoder.low_channels, 2, cfg.stroke_aggregator, feature_height=low_h
+        )
+        encoder.semantic_aggregator = ContextAggregator(
+            encoder.out_channels, 1, cfg.semantic_aggregator
+        )
+    return encoder

@@ -29,6 +29,11 @@ class QuantizerConfig:
         temp_start: Gumbel temperature at step 0 [ours, wav2vec 2.0: 2.0].
         temp_end: lowest temperature [ours, wav2vec 2.0: 0.5].
         temp_decay: factor per training step [ours, wav2vec 2.0: 0.999995].
+        init_std: std of the logit projection's initial weights [ours, wav2vec 2.0:
+            1.0]. Logits then start far larger than the Gumbel noise, so the first
+            targets are mostly a function of the features, not of the noise; with
+            unit-variance logits (std C^-0.5) the targets start random and the
+            contrastive task sits at its trivial minimum, loss log(n).
     """
 
     groups: int = 2
@@ -37,6 +42,7 @@ class QuantizerConfig:
     temp_start: float = 2.0
     temp_end: float = 0.5
     temp_decay: float = 0.999995
+    init_std: float = 1.0
 
 
 @dataclass
@@ -84,6 +90,7 @@ class GumbelProductQuantizer(nn.Module):
         entries: entries per codebook V.
         code_dim: output width (divisible by ``groups``); 0 = ``in_dim``.
         temp_start, temp_end, temp_decay: the temperature schedule.
+        init_std: std of the initial logit-projection weights.
 
     The trainer calls :meth:`set_step` with the global step before each forward, so the
     temperature is a pure function of the step and a resumed run reproduces it.
@@ -98,6 +105,7 @@ class GumbelProductQuantizer(nn.Module):
         temp_start: float = 2.0,
         temp_end: float = 0.5,
         temp_decay: float = 0.999995,
+        init_std: float = 1.0,
     ):
         super().__init__()
         code_dim = code_dim or in_dim
@@ -109,9 +117,7 @@ class GumbelProductQuantizer(nn.Module):
         self.temp_start, self.temp_end, self.temp_decay = temp_start, temp_end, temp_decay
         self.step = 0
         self.proj = nn.Linear(in_dim, groups * entries)
-        # Unit-variance logits for unit-variance inputs: at τ = 2 the first Gumbel
-        # samples are neither uniform nor one-hot.
-        nn.init.normal_(self.proj.weight, std=in_dim**-0.5)
+        nn.init.normal_(self.proj.weight, std=init_std)
         nn.init.zeros_(self.proj.bias)
         # Zero-mean entries start near-orthogonal, so the cosine similarity between
         # different codes starts near 0 (wav2vec 2.0's uniform [0, 1) starts near 0.75).
@@ -128,6 +134,7 @@ class GumbelProductQuantizer(nn.Module):
             cfg.temp_start,
             cfg.temp_end,
             cfg.temp_decay,
+            cfg.init_std,
         )
 
     @property

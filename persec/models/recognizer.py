@@ -7,16 +7,13 @@ spelled out). Loading never unpickles anything.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from persec.charset import Charset
@@ -25,6 +22,7 @@ from persec.errors import PersecError
 from persec.image import ImageConfig, decode_image, to_tensor
 from persec.models.decoders import DecoderConfig, build_decoder
 from persec.models.encoders import EncoderConfig, build_encoder
+from persec.weights import load_state, read_json, read_safetensors, write_module
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -124,20 +122,24 @@ class Recognizer(nn.Module):
         """Write ``model.safetensors`` + ``config.json`` into ``directory``."""
         config = to_dict(self.config)
         config["charset"] = "chars:" + "".join(self.charset.chars)
-        _write_module(self, config, Path(directory), WEIGHTS, CONFIG)
+        write_module(self, config, Path(directory), WEIGHTS, CONFIG)
         return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> Recognizer:
         """Rebuild a recognizer saved by :meth:`save` (safetensors only, no pickle)."""
         directory = Path(directory)
-        config = _read_json(directory / CONFIG)
+        if not (directory / CONFIG).is_file():
+            raise PersecError(
+                f"{directory / CONFIG} not found: a model directory holds {WEIGHTS} and {CONFIG}"
+            )
+        config = read_json(directory / CONFIG)
         try:
             model = cls(load_config_dict(RecognizerConfig, config, source=str(directory / CONFIG)))
         except ValueError as e:  # build_encoder/build_decoder: unknown name, bad sizes
             raise PersecError(f"bad config in {directory / CONFIG}: {e}") from e
-        state = _read_safetensors(directory / WEIGHTS, map_location)
-        _load_state(model, state, str(directory / WEIGHTS))
+        state = read_safetensors(directory / WEIGHTS, map_location)
+        load_state(model, state, str(directory / WEIGHTS))
         model.eval()
         return model
 
@@ -156,7 +158,7 @@ class Recognizer(nn.Module):
         config_path = weights.with_name(ENCODER_CONFIG)
         if config_path.is_file():
             saved = to_dict(
-                load_config_dict(EncoderConfig, _read_json(config_path), source=str(config_path))
+                load_config_dict(EncoderConfig, read_json(config_path), source=str(config_path))
             )
             ours = to_dict(self.config.encoder)
             diff = [
@@ -168,69 +170,11 @@ class Recognizer(nn.Module):
                 raise PersecError(
                     f"encoder checkpoint {weights} does not match this model ({'; '.join(diff)})"
                 )
-        _load_state(self.encoder, _read_safetensors(weights, "cpu"), str(weights))
+        load_state(self.encoder, read_safetensors(weights, "cpu"), str(weights))
 
 
 def save_encoder(encoder: nn.Module, config: EncoderConfig, directory: str | Path) -> Path:
     """Write an encoder's weights and config as ``encoder.safetensors`` + ``encoder.json``."""
     directory = Path(directory)
-    _write_module(encoder, to_dict(config), directory, ENCODER_WEIGHTS, ENCODER_CONFIG)
+    write_module(encoder, to_dict(config), directory, ENCODER_WEIGHTS, ENCODER_CONFIG)
     return directory / ENCODER_WEIGHTS
-
-
-def _write_module(
-    module: nn.Module, config: dict[str, Any], directory: Path, weights: str, config_name: str
-) -> None:
-    """Write a module's tensors (safetensors) and its config (JSON) into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(directory / weights))
-    (directory / config_name).write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise PersecError(
-            f"{path} not found: a model directory holds {WEIGHTS} and {CONFIG}"
-        ) from e
-    except (OSError, ValueError) as e:
-        raise PersecError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise PersecError(f"{path}: expected a JSON object")
-    return data
-
-
-def _read_safetensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise PersecError(f"weights file {path} not found")
-    try:
-        return load_file(str(path), device=map_location)
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise PersecError(f"{path} is not a valid safetensors file: {e}") from e
-
-
-def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load with a one-line error naming missing, unexpected or mis-shaped tensors."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensors (e.g. {unexpected[0]})")
-    if shapes:
-        problems.append(
-            f"shape mismatch: {shapes[0]}"
-            + (f" and {len(shapes) - 1} more" if len(shapes) > 1 else "")
-        )
-    if problems:
-        raise PersecError(f"weights in {source} do not fit the architecture: {'; '.join(problems)}")
-    module.load_state_dict(state)

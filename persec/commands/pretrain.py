@@ -1,0 +1,49 @@
+"""``persec pretrain``: self-supervised PerSec pretraining of an encoder."""
+
+from __future__ import annotations
+
+from persec.config import load_config
+
+HELP = "pretrain an encoder on unlabelled images (PerSec)"
+
+
+def add_parser(subparsers) -> None:
+    """Register ``pretrain`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "pretrain",
+        help=HELP,
+        description="Pretrain an encoder with the stroke and semantic context perceivers. "
+        "Settings are the fields of persec.pretrain.PretrainConfig, from --config and "
+        "key=value overrides (e.g. trainer.max_steps=2000 output_dir=runs/x "
+        "objective.levels=stroke data.train=[/data/unlabelled]). Writes "
+        "OUTPUT_DIR/encoder.safetensors (for `persec finetune --init-encoder`), "
+        "metrics.csv, TensorBoard logs and curves.png.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/pretrain/*.yaml)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from persec.pretrain import PretrainConfig, pretrain
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("resume=true")
+    config = load_config(PretrainConfig, args.config, overrides)
+    result = pretrain(config)
+    parts = []
+    for level in ("stroke", "semantic"):
+        acc = result.final.get(f"val/{level}/acc")
+        ppl = result.final.get(f"val/{level}/prob_ppl")
+        if acc is not None and ppl is not None:
+            parts.append(f"{level} acc {100 * acc:.1f}%, prob ppl {ppl:.0f}")
+    summary = f" (validation: {'; '.join(parts)})" if parts else ""
+    print(
+        f"pretrained {result.steps} steps in {result.seconds / 60:.1f} min{summary}; "
+        f"encoder saved to {result.encoder_path}"
+    )
+    return 0

@@ -1,0 +1,293 @@
+"""Context perceiver: mask → aggregate → pick the true quantized feature among distractors.
+
+One perceiver serves one level of the encoder (method.md, steps 1–7):
+
+1. targets q = Quantizer(z) at the masked positions, from the *unmasked* features z;
+2. the masked positions of z are replaced with a learned vector;
+3. the encoder's aggregator (a slot of :class:`~persec.models.encoders.TextEncoder`,
+   passed in, not owned) turns the masked features into context c;
+4. a contrastive loss asks c_t to be closer (cosine, temperature κ) to q_t than to K
+   distractors drawn from the other masked positions of the same image;
+5. a diversity loss keeps the codebooks in use and a feature penalty keeps z small.
+
+Stroke maps (B, C, H, W) and semantic sequences (B, T, C) are both handled; positions
+of a map are read in raster order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from persec.models.masking import apply_mask, span_mask
+from persec.models.quantizer import GumbelProductQuantizer, QuantizerConfig
+
+
+@dataclass
+class PerceiverConfig:
+    """Hyper-parameters of one :class:`ContextPerceiver`.
+
+    Attributes:
+        mask_prob: masking probability p [paper: 0.2 stroke, 0.15 semantic].
+        mask_span: span length m [paper: 1].
+        num_negatives: distractors K per masked position, from the same image's other
+            masked positions, capped at (masked − 1) [ours, wav2vec 2.0: 100].
+        cross_image_negatives: extra distractors per position from the masked positions
+            of the other images in the batch (for short sequences) [ours: 0].
+        logit_temp: κ of the contrastive softmax [paper: 0.1].
+        final_dim: width c and q are compared in, after one linear projection each;
+            0 = the quantizer's code width [ours].
+        quantizer: the target quantizer [paper: G = 2, V = 256].
+    """
+
+    mask_prob: float = 0.2
+    mask_span: int = 1
+    num_negatives: int = 100
+    cross_image_negatives: int = 0
+    logit_temp: float = 0.1
+    final_dim: int = 0
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+
+class _GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+def grad_multiply(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward, gradient × ``scale`` backward (scale 1 is a no-op)."""
+    return x if scale == 1.0 else _GradMultiply.apply(x, scale)
+
+
+@dataclass
+class ContrastiveResult:
+    """What :func:`contrastive_loss` returns.
+
+    Attributes:
+        loss: mean cross-entropy over masked positions, positive at index 0. # ()
+        accuracy: share of positions whose positive scores strictly above every
+            distractor. # ()
+        logits: cos/κ of the positive then the distractors; −inf for distractors equal
+            to the positive. # (B, n, 1 + K)
+        chance: the accuracy of random scores, mean of 1/(1 + distinct distractors):
+            1/(K + 1) when no distractor duplicates its positive, higher when the codes
+            are few (eval-mode argmax codes repeat often). # ()
+    """
+
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+    logits: torch.Tensor
+    chance: torch.Tensor
+
+
+def sample_negatives(
+    batch: int,
+    n: int,
+    k: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """K distractor indices per position among the *other* n − 1 positions of its row.
+
+    Drawn uniformly without replacement; with k = n − 1 every other position, in order.
+
+    Returns:
+        indices in [0, n) never equal to the position's own index. # (batch, n, k), int64
+    """
+    if not 0 <= k <= n - 1:
+        raise ValueError(f"need 0 <= k <= n - 1 distractors, got k={k}, n={n}")
+    dev = generator.device if generator is not None else device
+    if k == n - 1:
+        r = torch.arange(n - 1, device=dev).expand(batch, n, n - 1)
+    else:
+        noise = torch.rand(batch, n, n - 1, generator=generator, device=dev)
+        r = noise.topk(k, dim=-1).indices  # k distinct ranks among the n − 1 others
+    own = torch.arange(n, device=dev)[None, :, None]
+    return (r + (r >= own).long()).to(device or dev)  # skip the position itself
+
+
+def contrastive_loss(
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    codes: torch.Tensor | None = None,
+    num_negatives: int = 100,
+    cross_negatives: int = 0,
+    kappa: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> ContrastiveResult:
+    """InfoNCE over the masked positions of each image (method.md, step 5).
+
+    Args:
+        context: c at the masked positions. # (B, n, D)
+        targets: q at the same positions. # (B, n, D)
+        codes: the quantizer's indices of ``targets``; two targets are duplicates when
+            their codes are equal. None = compare the vectors. # (B, n, G)
+        num_negatives: K, capped at n − 1.
+        cross_negatives: distractors per position from other images (drawn with
+            replacement; 0 when B = 1).
+        kappa: temperature κ.
+        generator: randomness of the distractor draw.
+
+    Returns:
+        :class:`ContrastiveResult`.
+    """
+    b, n, _ = context.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 masked positions per image, got {n}")
+    c = F.normalize(context.float(), dim=-1)
+    q = F.normalize(targets.float(), dim=-1)
+    key = codes if codes is not None else targets
+    k = min(num_negatives, n - 1)
+    dev = context.device
+    # Within-image distractors: score all n × n pairs once, then gather.
+    sim = torch.bmm(c, q.transpose(1, 2))  # (B, n, n)
+    same = (key[:, :, None] == key[:, None, :]).all(-1)  # (B, n, n)
+    idx = sample_negatives(b, n, k, generator, dev)  # (B, n, K)
+    neg = sim.gather(2, idx)  # (B, n, K)
+    dup = same.gather(2, idx)
+    pos = sim.diagonal(dim1=1, dim2=2)[..., None]  # (B, n, 1)
+    if cross_negatives > 0 and b > 1:
+        # Positions of the other B − 1 images: draw from (B − 1)·n, skip own block.
+        dev_g = generator.device if generator is not None else dev
+        r = torch.randint((b - 1) * n, (b, n, cross_negatives), generator=generator, device=dev_g)
+        r = r.to(dev)
+        own = torch.arange(b, device=dev)[:, None, None] * n
+        flat = r + n * (r >= own).long()  # (B, n, Kc) into the B·n positions
+        q_other = q.reshape(b * n, -1)[flat]  # (B, n, Kc, D)
+        neg = torch.cat([neg, torch.einsum("bnd,bnkd->bnk", c, q_other)], dim=2)
+        key_flat = key.reshape(b * n, -1)
+        dup = torch.cat([dup, (key_flat[flat] == key[:, :, None]).all(-1)], dim=2)
+    logits = torch.cat([pos, neg.masked_fill(dup, float("-inf"))], dim=2) / kappa
+    target = torch.zeros(b * n, dtype=torch.long, device=dev)
+    loss = F.cross_entropy(logits.reshape(b * n, -1), target)
+    correct = logits[..., 0] > logits[..., 1:].amax(-1) if logits.size(-1) > 1 else None
+    accuracy = correct.float().mean() if correct is not None else torch.ones((), device=dev)
+    chance = (1.0 / (1.0 + (~dup).sum(-1).float())).mean()
+    return ContrastiveResult(loss=loss, accuracy=accuracy, logits=logits, chance=chance)
+
+
+@dataclass
+class PerceiverOutput:
+    """One level's losses and diagnostics (all scalars but ``mask``).
+
+    Attributes:
+        contrastive: L_c.
+        diversity: L_d = (G·V − prob_ppl)/(G·V).
+        feature_penalty: L_f = mean(z²).
+        accuracy: contrastive accuracy (positive ranked first).
+        chance: accuracy of random scores given the distinct distractors.
+        code_ppl, prob_ppl: quantizer perplexities over the masked positions.
+        temperature: Gumbel τ used.
+        num_negatives: distractors per position (within + cross image).
+        mask: the positions masked. # (B, H, W) or (B, T), bool
+    """
+
+    contrastive: torch.Tensor
+    diversity: torch.Tensor
+    feature_penalty: torch.Tensor
+    accuracy: torch.Tensor
+    chance: torch.Tensor
+    code_ppl: torch.Tensor
+    prob_ppl: torch.Tensor
+    temperature: float
+    num_negatives: int
+    mask: torch.Tensor
+
+
+class ContextPerceiver(nn.Module):
+    """Mask vector, quantizer and projections of one level; the aggregator comes from
+    the encoder at call time, so the encoder keeps it for fine-tuning.
+
+    Args:
+        channels: C of the features (C_l for stroke, C_h for semantic).
+        ndim: 2 for (B, C, H, W) maps, 1 for (B, T, C) sequences.
+        cfg: hyper-parameters.
+    """
+
+    def __init__(self, channels: int, ndim: int, cfg: PerceiverConfig | None = None):
+        super().__init__()
+        cfg = cfg or PerceiverConfig()
+        if ndim not in (1, 2):
+            raise ValueError(f"ndim must be 1 or 2, got {ndim}")
+        self.channels, self.ndim, self.cfg = channels, ndim, cfg
+        self.mask_embedding = nn.Parameter(torch.empty(channels).uniform_())
+        self.quantizer = GumbelProductQuantizer.from_config(channels, cfg.quantizer)
+        final = cfg.final_dim or self.quantizer.code_dim
+        self.project_context = nn.Linear(channels, final)
+        self.project_target = nn.Linear(self.quantizer.code_dim, final)
+
+    def positions(self, z: torch.Tensor) -> torch.Tensor:
+        """Features as a channel-last list of positions. -> (B, N, C)."""
+        if self.ndim == 2:
+            if z.dim() != 4 or z.size(1) != self.channels:
+                raise ValueError(f"expected (B, {self.channels}, H, W), got {tuple(z.shape)}")
+            return z.flatten(2).transpose(1, 2)
+        if z.dim() != 3 or z.size(2) != self.channels:
+            raise ValueError(f"expected (B, T, {self.channels}), got {tuple(z.shape)}")
+        return z
+
+    def make_mask(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A span mask for ``z``: (B, H, W) for maps, (B, T) for sequences."""
+        shape = (z.size(0), *z.shape[2:]) if self.ndim == 2 else z.shape[:2]
+        return span_mask(shape, self.cfg.mask_prob, self.cfg.mask_span, generator, device=z.device)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        aggregator: Callable[[torch.Tensor], torch.Tensor],
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PerceiverOutput:
+        """Losses of one level.
+
+        Args:
+            z: unmasked features; (B, C, H, W) when ndim is 2, (B, T, C) when 1.
+            aggregator: the encoder's aggregator for this level (shape-preserving).
+            mask: positions to mask (default: a fresh span mask). # (B, H, W) / (B, T)
+            generator: randomness of the mask, Gumbel noise and distractors.
+        """
+        zl = self.positions(z)  # (B, N, C)
+        if mask is None:
+            mask = self.make_mask(z, generator)
+        b = zl.size(0)
+        flat = mask.reshape(b, -1)  # (B, N)
+        n = int(flat[0].sum())
+        if not bool((flat.sum(1) == n).all()):
+            raise ValueError("every image must have the same number of masked positions")
+        # Targets only where they are needed: the masked positions, unmasked features.
+        quant = self.quantizer(zl[flat], generator=generator)  # (B·n, code_dim)
+        targets = self.project_target(quant.quantized.to(zl.dtype)).view(b, n, -1)
+        context = self.positions(aggregator(apply_mask(z, mask, self.mask_embedding)))
+        context = self.project_context(context[flat]).view(b, n, -1)  # (B, n, final)
+        result = contrastive_loss(
+            context,
+            targets,
+            codes=quant.indices.view(b, n, -1),
+            num_negatives=self.cfg.num_negatives,
+            cross_negatives=self.cfg.cross_image_negatives,
+            kappa=self.cfg.logit_temp,
+            generator=generator,
+        )
+        num_codes = self.quantizer.num_codes
+        return PerceiverOutput(
+            contrastive=result.loss,
+            diversity=(num_codes - quant.prob_ppl) / num_codes,
+            feature_penalty=z.float().pow(2).mean(),
+            accuracy=result.accuracy,
+            chance=result.chance,
+            code_ppl=quant.code_ppl,
+            prob_ppl=quant.prob_ppl,
+            temperature=quant.temperature,
+            num_negatives=result.logits.size(-1) - 1,
+            mask=mask,
+        )

@@ -1,0 +1,171 @@
+"""The PerSec objective: stroke and semantic context perceivers trained jointly.
+
+Eqn. (4) of the paper, with every term its own weight (method.md):
+
+    L = w_c^sem·L_c^sem + w_c^str·L_c^str + α_sem·L_d^sem + α_str·L_d^str
+        + β_sem·L_f^sem + β_str·L_f^str,      α = 0.2, β = 0.1, w_c = 1 [paper]
+
+Forward pass through the encoder's split API::
+
+    low = encode_low(x)                                   # (B, C_l, H/4, W/4)
+    stroke:   perceiver(grad×0.2(low), stroke_aggregator)
+    z_high = encode_high(low)  (clean low, aggregator on)  # (B, T, C_h)
+    semantic: perceiver(z_high, semantic_aggregator)
+
+The gradient that reaches the encoder through the stroke perceiver is scaled by 0.2
+[paper]. The semantic level sees the *unmasked* stroke features (as in fine-tuning), so
+its targets are not built from masked input [ours]; the stroke aggregator therefore
+runs twice, once on the masked and once on the clean map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from persec.models.encoders import TextEncoder
+from persec.models.perceiver import ContextPerceiver, PerceiverConfig, grad_multiply
+
+LEVELS = ("both", "stroke", "semantic")
+
+
+@dataclass
+class PersecConfig:
+    """The objective's settings; defaults are the paper's.
+
+    Attributes:
+        levels: ``both`` (PerSec), or ``stroke`` / ``semantic`` alone (ablations).
+        stroke: stroke perceiver [paper: p = 0.2, m = 1].
+        semantic: semantic perceiver [paper: p = 0.15, m = 1].
+        stroke_contrastive_weight, semantic_contrastive_weight: weights of L_c [paper: 1].
+        stroke_diversity_weight, semantic_diversity_weight: α [paper: 0.2].
+        stroke_penalty_weight, semantic_penalty_weight: β [paper: 0.1].
+        stroke_grad_scale: gradient multiplier from the stroke perceiver into the
+            encoder [paper: 0.2].
+    """
+
+    levels: str = "both"
+    stroke: PerceiverConfig = field(default_factory=lambda: PerceiverConfig(mask_prob=0.2))
+    semantic: PerceiverConfig = field(default_factory=lambda: PerceiverConfig(mask_prob=0.15))
+    stroke_contrastive_weight: float = 1.0
+    semantic_contrastive_weight: float = 1.0
+    stroke_diversity_weight: float = 0.2
+    semantic_diversity_weight: float = 0.2
+    stroke_penalty_weight: float = 0.1
+    semantic_penalty_weight: float = 0.1
+    stroke_grad_scale: float = 0.2
+
+
+@dataclass
+class PersecOutput:
+    """Total loss and the per-level terms to log.
+
+    Attributes:
+        loss: Eqn. (4). # ()
+        logs: ``{"stroke/contrastive": ..., "stroke/acc": ..., "semantic/prob_ppl": ...}``
+            for each active level: contrastive, acc, chance, diversity, feature_penalty,
+            code_ppl, prob_ppl, temperature, negatives.
+    """
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor | float]
+
+
+class PersecObjective(nn.Module):
+    """Holds the two perceivers (mask vectors, quantizers, projections); the encoder,
+    with its aggregators, is passed to :meth:`forward`.
+
+    Args:
+        encoder: the encoder to pretrain (read for its widths and aggregators).
+        cfg: the objective's settings.
+
+    Raises:
+        ValueError: unknown ``levels``, or an encoder without aggregators.
+    """
+
+    def __init__(self, encoder: TextEncoder, cfg: PersecConfig | None = None):
+        super().__init__()
+        cfg = cfg or PersecConfig()
+        if cfg.levels not in LEVELS:
+            raise ValueError(f"levels must be one of {', '.join(LEVELS)}, got {cfg.levels!r}")
+        if isinstance(encoder.stroke_aggregator, nn.Identity) or isinstance(
+            encoder.semantic_aggregator, nn.Identity
+        ):
+            raise ValueError(
+                "PerSec pretraining needs an encoder with aggregators "
+                "(model.encoder.aggregators=true)"
+            )
+        self.cfg = cfg
+        self.stroke = (
+            ContextPerceiver(encoder.low_channels, 2, cfg.stroke)
+            if cfg.levels in ("both", "stroke")
+            else None
+        )
+        self.semantic = (
+            ContextPerceiver(encoder.out_channels, 1, cfg.semantic)
+            if cfg.levels in ("both", "semantic")
+            else None
+        )
+
+    def perceivers(self) -> list[tuple[str, ContextPerceiver]]:
+        """The active levels, by name."""
+        return [(n, p) for n, p in (("stroke", self.stroke), ("semantic", self.semantic)) if p]
+
+    def set_step(self, step: int) -> None:
+        """Set the training step of both quantizers (temperature schedule)."""
+        for _, p in self.perceivers():
+            p.quantizer.set_step(step)
+
+    def forward(
+        self,
+        encoder: TextEncoder,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> PersecOutput:
+        """Eqn. (4) on a batch of images ``(B, C, H, W)`` in [-1, 1]."""
+        c = self.cfg
+        low = encoder.encode_low(images)  # (B, C_l, H/4, W/4)
+        loss = images.new_zeros((), dtype=torch.float32)
+        logs: dict[str, torch.Tensor | float] = {}
+        weights = {
+            "stroke": (
+                c.stroke_contrastive_weight,
+                c.stroke_diversity_weight,
+                c.stroke_penalty_weight,
+            ),
+            "semantic": (
+                c.semantic_contrastive_weight,
+                c.semantic_diversity_weight,
+                c.semantic_penalty_weight,
+            ),
+        }
+        for name, perceiver in self.perceivers():
+            if name == "stroke":
+                z = grad_multiply(low, c.stroke_grad_scale)
+                out = perceiver(z, encoder.stroke_aggregator, generator=generator)
+            else:
+                z = encoder.encode_high(low)  # (B, T, C_h)
+                out = perceiver(z, encoder.semantic_aggregator, generator=generator)
+            w_c, w_d, w_f = weights[name]
+            loss = (
+                loss
+                + w_c * out.contrastive
+                + w_d * out.diversity
+                + w_f * out.feature_penalty.to(loss.dtype)
+            )
+            logs.update(
+                {
+                    f"{name}/contrastive": out.contrastive.detach(),
+                    f"{name}/acc": out.accuracy.detach(),
+                    f"{name}/chance": out.chance.detach(),
+                    f"{name}/diversity": out.diversity.detach(),
+                    f"{name}/feature_penalty": out.feature_penalty.detach(),
+                    f"{name}/code_ppl": out.code_ppl.detach(),
+                    f"{name}/prob_ppl": out.prob_ppl.detach(),
+                    f"{name}/temperature": out.temperature,
+                    f"{name}/negatives": float(out.num_negatives),
+                }
+            )
+        return PersecOutput(loss=loss, logs=logs)

@@ -1,0 +1,68 @@
+"""Training curves from a run's ``metrics.csv`` (Lightning's CSV log)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from persec.errors import PersecError
+
+LEVELS = ("stroke", "semantic")
+
+
+def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every logged column of ``metrics.csv`` as ``{name: [(step, value), ...]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise PersecError(f"{path} not found")
+    series: dict[str, list[tuple[int, float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in (None, ""):
+                    continue
+                try:
+                    series.setdefault(key, []).append((step, float(value)))
+                except ValueError:
+                    continue
+    if not series:
+        raise PersecError(f"{path} holds no metrics yet")
+    return series
+
+
+def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
+    """Contrastive accuracy, contrastive loss and prob perplexity per level, train and
+    validation, as one PNG (the chance level, 1/(1 + distinct distractors), dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = read_metrics(metrics_csv)
+    panels = [("acc", "contrastive accuracy"), ("contrastive", "contrastive loss")]
+    panels.append(("prob_ppl", "prob perplexity"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (term, title) in zip(axes, panels, strict=True):
+        for level in LEVELS:
+            for stage, style in (("train", "-"), ("val", "o-")):
+                points = series.get(f"{stage}/{level}/{term}")
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    ax.plot(steps, values, style, ms=3, lw=1, label=f"{level} ({stage})")
+            chance = series.get(f"val/{level}/chance") or series.get(f"train/{level}/chance")
+            if term == "acc" and chance:
+                steps, values = zip(*chance, strict=True)
+                ax.plot(steps, values, ":", lw=1, color="grey", label=f"{level} chance")
+        if term == "prob_ppl":
+            ax.set_yscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

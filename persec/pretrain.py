@@ -1,0 +1,148 @@
+"""Self-supervised PerSec pretraining of an encoder (``persec pretrain``).
+
+Writes into ``output_dir``: ``encoder.safetensors`` + ``encoder.json`` (what
+``persec finetune --init-encoder`` loads), ``perceivers.safetensors`` (mask vectors,
+quantizers and projections, for ``persec inspect-codes`` and further pretraining),
+``config.yaml``, ``metrics.csv``, TensorBoard logs under ``tb/``, Lightning checkpoints
+under ``checkpoints/`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from persec.config import load_config_dict, save_config, to_dict
+from persec.data.module import PretrainDataConfig, UnlabelledDataModule
+from persec.errors import PersecError
+from persec.image import ImageConfig
+from persec.models.encoders import EncoderConfig, TextEncoder, build_encoder
+from persec.models.recognizer import save_encoder
+from persec.objectives.persec import PersecConfig, PersecObjective
+from persec.systems import OptimConfig, PretrainSystem
+from persec.training import TrainerConfig, build_trainer, resume_path
+from persec.weights import load_state, read_json, read_safetensors, write_module
+
+logger = logging.getLogger("persec")
+
+PERCEIVER_WEIGHTS = "perceivers.safetensors"
+PERCEIVER_CONFIG = "perceivers.json"
+
+
+def _paper_optim() -> OptimConfig:
+    # Adam 1e-4 with warm-up [paper]; warm-up length, cosine decay, clipping [ours].
+    return OptimConfig(name="adam", lr=1e-4, warmup_steps=1000, grad_clip=5.0)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything ``persec pretrain`` reads (YAML file + ``key=value`` overrides).
+
+    Attributes:
+        model: the encoder to pretrain (aggregators on).
+        image: input geometry [paper: 32×384 for pretraining].
+        objective: the PerSec objective (levels, perceivers, loss weights).
+        data: unlabelled training and validation images.
+        optim: Adam, lr 1e-4, warm-up [paper].
+        trainer: steps, validation cadence, precision, devices.
+        output_dir: where the encoder, logs and checkpoints go.
+        resume: continue from ``output_dir/checkpoints/last.ckpt``.
+    """
+
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    image: ImageConfig = field(default_factory=lambda: ImageConfig(width=384))
+    objective: PersecConfig = field(default_factory=PersecConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    optim: OptimConfig = field(default_factory=_paper_optim)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    output_dir: str = "runs/pretrain"
+    resume: bool = False
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced."""
+
+    encoder_path: Path
+    steps: int
+    seconds: float
+    final: dict[str, float]
+
+
+def build_pretraining(config: PretrainConfig) -> tuple[TextEncoder, PersecObjective]:
+    """The encoder (geometry taken from ``config.image``) and the objective for it.
+
+    Raises:
+        PersecError: a config the objective cannot use (e.g. no aggregators).
+    """
+    config.model.in_channels = config.image.channels
+    config.model.input_height = config.image.height
+    try:
+        encoder = build_encoder(config.model)
+        objective = PersecObjective(encoder, config.objective)
+    except ValueError as e:
+        raise PersecError(str(e)) from e
+    return encoder, objective
+
+
+def save_perceivers(objective: PersecObjective, config: PretrainConfig, directory: Path) -> None:
+    """Write the objective's tensors and the settings needed to rebuild it."""
+    meta = {"model": to_dict(config.model), "image": to_dict(config.image)}
+    meta["objective"] = to_dict(config.objective)
+    write_module(objective, meta, directory, PERCEIVER_WEIGHTS, PERCEIVER_CONFIG)
+
+
+def load_pretrained(
+    directory: str | Path,
+) -> tuple[TextEncoder, PersecObjective, PretrainConfig]:
+    """Encoder, objective and :class:`PretrainConfig` of a finished pretraining run.
+
+    Raises:
+        PersecError: missing or mismatched files.
+    """
+    directory = Path(directory)
+    meta_path = directory / PERCEIVER_CONFIG
+    if not meta_path.is_file():
+        raise PersecError(
+            f"{directory} is not a pretraining output: {PERCEIVER_CONFIG} not found "
+            "(run `persec pretrain` with output_dir there)"
+        )
+    meta = read_json(meta_path)
+    config = load_config_dict(PretrainConfig, meta, source=str(meta_path))
+    encoder, objective = build_pretraining(config)
+    load_state(encoder, read_safetensors(directory / "encoder.safetensors", "cpu"), "encoder")
+    load_state(objective, read_safetensors(directory / PERCEIVER_WEIGHTS, "cpu"), "perceivers")
+    return encoder.eval(), objective.eval(), config
+
+
+def pretrain(config: PretrainConfig) -> PretrainResult:
+    """Pretrain an encoder and write it (and the perceivers) to ``output_dir``."""
+    out = Path(config.output_dir)
+    encoder, objective = build_pretraining(config)
+    data = UnlabelledDataModule(config.data, config.image)
+    data.setup("fit")
+    system = PretrainSystem(
+        encoder, objective, config.optim, config.trainer.max_steps, val_seed=config.trainer.seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    trainer, _ = build_trainer(config.trainer, out, None, grad_clip=config.optim.grad_clip)
+    ckpt = resume_path(out, config.resume)
+    start = time.time()
+    trainer.fit(system, datamodule=data, ckpt_path=ckpt)
+    if trainer.global_step == 0:
+        raise PersecError("training ran no step (check the data and trainer.max_steps)")
+    path = save_encoder(encoder, config.model, out)
+    save_perceivers(objective, config, out)
+    final = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    try:
+        from persec.plots import plot_pretrain_curves
+
+        plot_pretrain_curves(out / "metrics.csv", out / "curves.png")
+    except PersecError as e:
+        logger.warning("no curves plotted: %s", e)
+    return PretrainResult(
+        encoder_path=path, steps=trainer.global_step, seconds=time.time() - start, final=final
+    )

@@ -1,0 +1,136 @@
+"""The PerSec objective: Eqn. (4), the levels switch and the 0.2 stroke gradient scale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.perceiver import PerceiverConfig
+from persec.models.quantizer import QuantizerConfig
+from persec.objectives.persec import PersecConfig, PersecObjective
+
+
+def _setup(levels: str = "both", **kw) -> tuple:
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig(name="resnet", size="tiny"))
+    small_q = QuantizerConfig(entries=32)
+    cfg = PersecConfig(
+        levels=levels,
+        stroke=PerceiverConfig(mask_prob=0.2, quantizer=small_q),
+        semantic=PerceiverConfig(mask_prob=0.15, quantizer=small_q),
+        **kw,
+    )
+    return enc, PersecObjective(enc, cfg)
+
+
+def _images(b: int = 4, w: int = 128) -> torch.Tensor:
+    return torch.rand(b, 3, 32, w, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = PersecConfig()
+    assert (cfg.stroke.mask_prob, cfg.semantic.mask_prob) == (0.2, 0.15)
+    assert cfg.stroke.mask_span == cfg.semantic.mask_span == 1
+    assert cfg.stroke.logit_temp == cfg.semantic.logit_temp == 0.1
+    assert (cfg.stroke.quantizer.groups, cfg.stroke.quantizer.entries) == (2, 256)
+    assert cfg.stroke_diversity_weight == cfg.semantic_diversity_weight == 0.2
+    assert cfg.stroke_penalty_weight == cfg.semantic_penalty_weight == 0.1
+    assert cfg.stroke_grad_scale == 0.2
+    assert cfg.stroke.num_negatives == cfg.semantic.num_negatives == 100
+
+
+def test_total_loss_is_eqn_4_with_separate_weights() -> None:
+    weights = {
+        "stroke_contrastive_weight": 0.7,
+        "semantic_contrastive_weight": 1.3,
+        "stroke_diversity_weight": 0.2,
+        "semantic_diversity_weight": 0.5,
+        "stroke_penalty_weight": 0.1,
+        "semantic_penalty_weight": 0.05,
+    }
+    enc, obj = _setup(**weights)
+    out = obj(enc, _images(), generator=torch.Generator().manual_seed(0))
+    logs = out.logs
+    expected = sum(
+        weights[f"{level}_contrastive_weight"] * logs[f"{level}/contrastive"]
+        + weights[f"{level}_diversity_weight"] * logs[f"{level}/diversity"]
+        + weights[f"{level}_penalty_weight"] * logs[f"{level}/feature_penalty"]
+        for level in ("stroke", "semantic")
+    )
+    assert out.loss.item() == pytest.approx(float(expected), rel=1e-5)
+    # 32×128 images: stroke map 8×32 → round(0.2·256) = 51 masked, K = 50;
+    # sequence of 32 → round(0.15·32) = 5 masked, K = 4.
+    assert logs["stroke/negatives"] == 50 and logs["semantic/negatives"] == 4
+    for key in ("acc", "chance", "code_ppl", "prob_ppl", "temperature"):
+        assert f"stroke/{key}" in logs and f"semantic/{key}" in logs
+
+
+@pytest.mark.parametrize(
+    ("levels", "present", "absent"),
+    [("stroke", "stroke", "semantic"), ("semantic", "semantic", "stroke")],
+)
+def test_single_level_ablations(levels: str, present: str, absent: str) -> None:
+    enc, obj = _setup(levels)
+    assert [name for name, _ in obj.perceivers()] == [present]
+    out = obj(enc, _images())
+    assert f"{present}/contrastive" in out.logs
+    assert not any(k.startswith(absent) for k in out.logs)
+    out.loss.backward()
+
+
+def _stage1_grad(scale: float) -> list[torch.Tensor]:
+    enc, obj = _setup("stroke", stroke_grad_scale=scale)
+    obj(enc, _images(), generator=torch.Generator().manual_seed(5)).loss.backward()
+    return [p.grad.clone() for p in enc.stage1.parameters() if p.grad is not None]
+
+
+def test_stroke_gradient_into_the_encoder_is_scaled_by_0_2() -> None:
+    full, scaled = _stage1_grad(1.0), _stage1_grad(0.2)
+    assert len(full) == len(scaled)
+    # (blocks start as the identity, so some of their weights get no gradient yet)
+    assert sum(int(a.abs().sum() > 0) for a in full) >= len(full) // 2
+    for a, b in zip(full, scaled, strict=True):
+        torch.testing.assert_close(b, 0.2 * a, rtol=1e-5, atol=1e-6 * float(a.abs().max()))
+    # A power of two scales exactly, bit for bit.
+    quarter = _stage1_grad(0.25)
+    for a, b in zip(full, quarter, strict=True):
+        assert torch.equal(b, 0.25 * a)
+
+
+def test_stroke_scale_leaves_the_perceivers_own_gradients_alone() -> None:
+    grads = []
+    for scale in (1.0, 0.2):
+        enc, obj = _setup("stroke", stroke_grad_scale=scale)
+        obj(enc, _images(), generator=torch.Generator().manual_seed(5)).loss.backward()
+        grads.append(enc.stroke_aggregator.proj_out.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_set_step_anneals_both_temperatures() -> None:
+    enc, obj = _setup()
+    obj.set_step(10_000)
+    out = obj(enc, _images())
+    assert out.logs["stroke/temperature"] == pytest.approx(2 * 0.999995**10_000)
+    assert out.logs["semantic/temperature"] == out.logs["stroke/temperature"]
+
+
+def test_needs_an_encoder_with_aggregators() -> None:
+    enc = build_encoder(EncoderConfig(size="tiny", aggregators=False))
+    with pytest.raises(ValueError, match="aggregators=true"):
+        PersecObjective(enc)
+
+
+def test_unknown_levels_is_named() -> None:
+    enc = build_encoder(EncoderConfig(size="tiny"))
+    with pytest.raises(ValueError, match="'strokes'"):
+        PersecObjective(enc, PersecConfig(levels="strokes"))
+
+
+def test_vit_encoder_pretrains_too() -> None:
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig(name="vit", size="tiny"))
+    obj = PersecObjective(enc, PersecConfig())
+    out = obj(enc, _images(2))
+    out.loss.backward()
+    assert enc.patch_embed.weight.grad.abs().sum() > 0

@@ -1,0 +1,194 @@
+"""`persec pretrain` and `persec inspect-codes` end to end on tiny data: the files a run
+writes, the logged columns, resume, unlabelled image folders, and fine-tuning from the
+pretrained encoder."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from PIL import Image
+
+from persec.models.recognizer import Recognizer
+from persec.pretrain import PretrainConfig, load_pretrained
+
+TINY = [
+    "model.size=tiny",
+    "model.stroke_aggregator.dim=32",
+    "model.semantic_aggregator.dim=32",
+    "objective.stroke.quantizer.entries=32",
+    "objective.semantic.quantizer.entries=32",
+    "data.workers=0",
+    "data.batch_size=8",
+    "image.width=128",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory):
+    """24 rendered word images (an LMDB; their labels are ignored)."""
+    from persec.cli import main
+
+    out = tmp_path_factory.mktemp("data") / "words"
+    assert main(["render", "--out", str(out), "--n", "24", "--workers", "0", "--seed", "4"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(words, tmp_path_factory):
+    """A 4-step tiny pretraining run on the LMDB, validated on it every 2 steps."""
+    from persec.cli import main
+
+    run = tmp_path_factory.mktemp("pt") / "run"
+    argv = ["pretrain", *TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
+    argv += ["trainer.max_steps=4", "trainer.val_every=2", f"output_dir={run}"]
+    assert main(argv) == 0
+    return run
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_pretrain_writes_encoder_logs_and_curves(pretrained) -> None:
+    for name in ("encoder.safetensors", "encoder.json", "perceivers.safetensors"):
+        assert (pretrained / name).is_file(), name
+    for name in ("config.yaml", "metrics.csv", "curves.png", "checkpoints/last.ckpt"):
+        assert (pretrained / name).is_file(), name
+    rows = _rows(pretrained / "metrics.csv")
+    columns = set(rows[0])
+    for level in ("stroke", "semantic"):
+        for term in ("acc", "prob_ppl", "code_ppl", "contrastive", "diversity", "chance"):
+            assert f"train/{level}/{term}" in columns
+            assert f"val/{level}/{term}" in columns
+        assert f"train/{level}/temperature" in columns
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == [0, 1, 2, 3]
+    vals = [r for r in rows if r.get("val/stroke/acc")]
+    assert len(vals) == 2
+    for r in vals:
+        assert 0.0 <= float(r["val/stroke/acc"]) <= 1.0
+        assert 2.0 <= float(r["val/stroke/prob_ppl"]) <= 64.0
+
+
+def test_pretrained_encoder_and_perceivers_reload(pretrained) -> None:
+    encoder, objective, config = load_pretrained(pretrained)
+    assert isinstance(config, PretrainConfig)
+    assert config.model.size == "tiny"
+    assert [name for name, _ in objective.perceivers()] == ["stroke", "semantic"]
+
+
+def test_resume_continues_to_more_steps(words, tmp_path, run_cli) -> None:
+    run = tmp_path / "run"
+    base = ["pretrain", *TINY, f"data.train=[{words}]", f"output_dir={run}", "trainer.val_every=0"]
+    assert run_cli([*base, "trainer.max_steps=2"])[0] == 0
+    code, out, err = run_cli([*base, "trainer.max_steps=4", "--resume"])
+    assert code == 0, err
+    assert "pretrained 4 steps" in out
+    steps = [int(r["step"]) for r in _rows(run / "metrics.csv") if r.get("train/loss")]
+    assert steps[-1] == 3
+
+
+def test_plain_image_folder_and_renderer_without_labels(tmp_path, run_cli) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(10):
+        Image.new("RGB", (90 + i, 30), (i * 20, 100, 200 - i * 10)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    code, out, err = run_cli(
+        [
+            "pretrain",
+            *TINY,
+            f"data.train=[{folder}]",
+            "data.synth_train=16",
+            "trainer.max_steps=3",
+            "trainer.val_every=0",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert code == 0, err
+    assert "pretrained 3 steps" in out
+
+
+def test_finetune_starts_from_the_pretrained_encoder(pretrained, words, tmp_path, run_cli):
+    code, out, err = run_cli(
+        [
+            "finetune",
+            "model.encoder.size=tiny",
+            "model.encoder.stroke_aggregator.dim=32",
+            "model.encoder.semantic_aggregator.dim=32",
+            "model.decoder.lstm_layers=1",
+            "model.decoder.hidden=32",
+            f"data.train=[{words}]",
+            "data.workers=0",
+            "data.batch_size=8",
+            "trainer.max_steps=2",
+            "trainer.progress=false",
+            f"output_dir={tmp_path / 'ft'}",
+            "--init-encoder",
+            str(pretrained),
+        ]
+    )
+    assert code == 0, err
+    model = Recognizer.load(tmp_path / "ft" / "model")
+    assert model.config.encoder.aggregators
+
+
+def test_finetune_with_a_different_encoder_names_the_field(pretrained, tmp_path, run_cli):
+    code, _, err = run_cli(
+        [
+            "finetune",
+            "model.encoder.size=tiny",
+            "model.encoder.stroke_aggregator.dim=64",
+            "model.encoder.semantic_aggregator.dim=32",
+            "data.synth_train=8",
+            f"output_dir={tmp_path / 'ft'}",
+            f"--init-encoder={pretrained}",
+        ]
+    )
+    assert code == 2
+    assert "stroke_aggregator" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_codes_writes_both_plots(pretrained, words, tmp_path, run_cli) -> None:
+    out_dir = tmp_path / "inspect"
+    code, out, err = run_cli(
+        [
+            "inspect-codes",
+            "--model",
+            str(pretrained),
+            "--data",
+            str(words),
+            "--n",
+            "3",
+            "--out",
+            str(out_dir),
+        ]
+    )
+    assert code == 0, err
+    assert (out_dir / "codes.png").is_file() and (out_dir / "usage.png").is_file()
+    assert "stroke: code perplexity" in out and "semantic: code perplexity" in out
+    assert "(24 images)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["objective.levels=strokes"], "levels must be one of"),
+        (["model.aggregators=false"], "aggregators=true"),
+        (["objective.stroke.mask_probability=0.3"], "mask_probability"),
+        (["data.synth_train=0"], "no training data"),
+    ],
+)
+def test_bad_pretrain_settings_are_one_line_errors(args, message, tmp_path, run_cli) -> None:
+    code, _, err = run_cli(["pretrain", *TINY, *args, f"output_dir={tmp_path / 'r'}"])
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_codes_on_a_finetune_dir_says_what_is_missing(tmp_path, run_cli) -> None:
+    code, _, err = run_cli(["inspect-codes", "--model", str(tmp_path), "--data", str(tmp_path)])
+    assert code == 2 and "perceivers.json not found" in err
