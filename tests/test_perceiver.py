@@ -188,3 +188,21 @@ def test_perceiver_rejects_wrong_layout() -> None:
     perceiver, agg = _perceiver(8, 2)
     with pytest.raises(ValueError, match=r"\(B, 8, H, W\)"):
         perceiver(torch.randn(2, 10, 8), agg)
+
+
+def test_same_position_negatives_expose_positional_codes() -> None:
+    # Four identical images: the target at (image b, position t) equals the target at
+    # (b', t), so a same-position distractor always ties with the positive. Those are
+    # kept (not −inf like within-image duplicates), so a code that says only "position
+    # t" cannot win: accuracy 0 and loss ≥ log(1 + 3).
+    torch.manual_seed(0)
+    perceiver, agg = _perceiver(8, 1, mask_prob=0.2, same_position_negatives=3)
+    perceiver.eval()  # argmax codes: equal features, equal targets (no Gumbel noise)
+    z = torch.randn(1, 20, 8).expand(4, 20, 8).contiguous()
+    out = perceiver(z, agg, generator=torch.Generator().manual_seed(0))
+    assert out.num_negatives == (4 - 1) + 3  # round(0.2·20) = 4 masked
+    assert out.accuracy.item() == 0.0
+    assert out.contrastive.item() >= math.log(4) - 1e-5
+    plain, _ = _perceiver(8, 1, mask_prob=0.2)
+    plain.load_state_dict(perceiver.state_dict())
+    assert plain(z, agg, generator=torch.Generator().manual_seed(0)).num_negatives == 3

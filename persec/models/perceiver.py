@@ -38,6 +38,11 @@ class PerceiverConfig:
             masked positions, capped at (masked − 1) [ours, wav2vec 2.0: 100].
         cross_image_negatives: extra distractors per position from the masked positions
             of the other images in the batch (for short sequences) [ours: 0].
+        same_position_negatives: extra distractors per position: the targets at the
+            *same* position in other images of the batch, kept even when their code
+            equals the positive's [ours: 0]. Without them a target that encodes only
+            its position (not the content there) wins the contrast for free, since
+            every distractor comes from another position.
         logit_temp: κ of the contrastive softmax [paper: 0.1].
         final_dim: width c and q are compared in, after one linear projection each;
             0 = the quantizer's code width [ours].
@@ -48,6 +53,7 @@ class PerceiverConfig:
     mask_span: int = 1
     num_negatives: int = 100
     cross_image_negatives: int = 0
+    same_position_negatives: int = 0
     logit_temp: float = 0.1
     final_dim: int = 0
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -124,6 +130,7 @@ def contrastive_loss(
     cross_negatives: int = 0,
     kappa: float = 0.1,
     generator: torch.Generator | None = None,
+    extra: torch.Tensor | None = None,
 ) -> ContrastiveResult:
     """InfoNCE over the masked positions of each image (method.md, step 5).
 
@@ -137,6 +144,8 @@ def contrastive_loss(
             replacement; 0 when B = 1).
         kappa: temperature κ.
         generator: randomness of the distractor draw.
+        extra: more distractors per position, appended last and never treated as
+            duplicates (e.g. same-position targets of other images). # (B, n, Ke, D)
 
     Returns:
         :class:`ContrastiveResult`.
@@ -167,7 +176,12 @@ def contrastive_loss(
         neg = torch.cat([neg, torch.einsum("bnd,bnkd->bnk", c, q_other)], dim=2)
         key_flat = key.reshape(b * n, -1)
         dup = torch.cat([dup, (key_flat[flat] == key[:, :, None]).all(-1)], dim=2)
-    logits = torch.cat([pos, neg.masked_fill(dup, float("-inf"))], dim=2) / kappa
+    neg = neg.masked_fill(dup, float("-inf"))
+    if extra is not None:
+        other = torch.einsum("bnd,bnkd->bnk", c, F.normalize(extra.float(), dim=-1))
+        neg = torch.cat([neg, other], dim=2)
+        dup = torch.cat([dup, torch.zeros_like(other, dtype=torch.bool)], dim=2)
+    logits = torch.cat([pos, neg], dim=2) / kappa
     target = torch.zeros(b * n, dtype=torch.long, device=dev)
     loss = F.cross_entropy(logits.reshape(b * n, -1), target)
     correct = logits[..., 0] > logits[..., 1:].amax(-1) if logits.size(-1) > 1 else None
@@ -264,19 +278,37 @@ class ContextPerceiver(nn.Module):
         n = int(flat[0].sum())
         if not bool((flat.sum(1) == n).all()):
             raise ValueError("every image must have the same number of masked positions")
-        # Targets only where they are needed: the masked positions, unmasked features.
-        quant = self.quantizer(zl[flat], generator=generator)  # (B·n, code_dim)
-        targets = self.project_target(quant.quantized.to(zl.dtype)).view(b, n, -1)
+        same_pos = min(self.cfg.same_position_negatives, b - 1)
+        extra = None
+        if same_pos > 0:
+            # Targets everywhere (unmasked features); perplexities over masked positions.
+            quant = self.quantizer(zl, mask=flat, generator=generator)  # (B, N, ·)
+            every = self.project_target(quant.quantized.to(zl.dtype))  # (B, N, final)
+            targets = every[flat].view(b, n, -1)
+            codes = quant.indices[flat].view(b, n, -1)
+            where = flat.nonzero()[:, 1].view(b, n)  # (B, n) position of each masked slot
+            dev_g = generator.device if generator is not None else zl.device
+            r = torch.randint(b - 1, (b, n, same_pos), generator=generator, device=dev_g)
+            r = r.to(zl.device)
+            own = torch.arange(b, device=zl.device)[:, None, None]
+            imgs = r + (r >= own).long()  # (B, n, Ks) other images
+            extra = every[imgs, where[:, :, None]]  # (B, n, Ks, final)
+        else:
+            # Targets only where they are needed: the masked positions.
+            quant = self.quantizer(zl[flat], generator=generator)  # (B·n, code_dim)
+            targets = self.project_target(quant.quantized.to(zl.dtype)).view(b, n, -1)
+            codes = quant.indices.view(b, n, -1)
         context = self.positions(aggregator(apply_mask(z, mask, self.mask_embedding)))
         context = self.project_context(context[flat]).view(b, n, -1)  # (B, n, final)
         result = contrastive_loss(
             context,
             targets,
-            codes=quant.indices.view(b, n, -1),
+            codes=codes,
             num_negatives=self.cfg.num_negatives,
             cross_negatives=self.cfg.cross_image_negatives,
             kappa=self.cfg.logit_temp,
             generator=generator,
+            extra=extra,
         )
         num_codes = self.quantizer.num_codes
         return PerceiverOutput(
