@@ -65,6 +65,16 @@ def lr_factor(step: int, total: int, config: OptimConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def optimizer_and_schedule(params, config: OptimConfig, max_steps: int) -> dict:
+    """Lightning's ``configure_optimizers`` answer: the optimiser over the trainable
+    ``params`` and a per-step warm-up + cosine/constant schedule."""
+    optimizer = build_optimizer([p for p in params if p.requires_grad], config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, max_steps, config)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class RecognitionSystem(L.LightningModule):
     """Supervised training of a :class:`Recognizer`, validated by word accuracy.
 
@@ -164,15 +174,7 @@ class RecognitionSystem(L.LightningModule):
         self.log("val/word_acc", mean, prog_bar=True, add_dataloader_idx=False)
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.optim)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, self.max_steps, self.optim)
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return optimizer_and_schedule(self.model.parameters(), self.optim, self.max_steps)
 
 
 class PretrainSystem(L.LightningModule):
@@ -246,12 +248,4 @@ class PretrainSystem(L.LightningModule):
         self._log_terms("val", out.logs, b, add_dataloader_idx=False)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.optim)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, self.max_steps, self.optim)
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return optimizer_and_schedule(self.parameters(), self.optim, self.max_steps)

@@ -22,22 +22,18 @@ logger = logging.getLogger("persec.data")
 
 
 @dataclass
-class RecognitionDataConfig:
-    """Where labelled images come from.
+class PretrainDataConfig:
+    """Where images come from; labels, if any, are ignored (pretraining).
 
     Attributes:
-        train: LMDB trees and/or gt.txt folders with training labels.
+        train: LMDB trees, gt.txt folders or (unlabelled only) plain image folders.
         synth_train: rendered training images (0 = none); index i is image i of
             ``persec render --seed synth_seed``.
         synth_seed: renderer seed for the training images.
-        val: LMDB trees and/or gt.txt folders for model selection.
+        val: held-out images, same layouts.
         synth_val: rendered validation images in held-out font families (0 = none).
         synth_val_seed: renderer seed for validation (keep it apart from synth_seed).
         synth: renderer settings for both.
-        label_fraction: share of the training labels used (semi-supervised
-            protocol); a subset fixed by ``fraction_seed``.
-        fraction_seed: seed of that subset.
-        max_label_length: longer labels are skipped.
         batch_size: images per step.
         workers: data-loader processes (0 = in the main process).
     """
@@ -49,11 +45,25 @@ class RecognitionDataConfig:
     synth_val: int = 0
     synth_val_seed: int = 1_000_003
     synth: SynthConfig = field(default_factory=SynthConfig)
+    batch_size: int = 64
+    workers: int = 2
+
+
+@dataclass
+class RecognitionDataConfig(PretrainDataConfig):
+    """Where labelled images come from: the fields of :class:`PretrainDataConfig`
+    (``train`` and ``val`` must carry labels) plus the label filters.
+
+    Attributes:
+        label_fraction: share of the training labels used (semi-supervised
+            protocol); a subset fixed by ``fraction_seed``.
+        fraction_seed: seed of that subset.
+        max_label_length: longer labels are skipped.
+    """
+
     label_fraction: float = 1.0
     fraction_seed: int = 0
     max_label_length: int = 25
-    batch_size: int = 64
-    workers: int = 2
 
 
 def label_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
@@ -157,33 +167,6 @@ class RecognitionDataModule(_ImageDataModule):
         """The concatenated training set, after the label fraction."""
         c = self.config
         return label_subset(super().build_train(), c.label_fraction, c.fraction_seed)
-
-
-@dataclass
-class PretrainDataConfig:
-    """Where unlabelled images come from (labels, if any, are ignored).
-
-    Attributes:
-        train: LMDB trees, gt.txt folders or plain image folders.
-        synth_train: rendered training images (0 = none), labels dropped.
-        synth_seed: renderer seed for the training images.
-        val: held-out images (same layouts) for the validation metrics.
-        synth_val: rendered validation images in held-out font families (0 = none).
-        synth_val_seed: renderer seed for validation.
-        synth: renderer settings for both.
-        batch_size: images per step.
-        workers: data-loader processes (0 = in the main process).
-    """
-
-    train: list[str] = field(default_factory=list)
-    synth_train: int = 0
-    synth_seed: int = 0
-    val: list[str] = field(default_factory=list)
-    synth_val: int = 0
-    synth_val_seed: int = 1_000_003
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    batch_size: int = 64
-    workers: int = 2
 
 
 class UnlabelledDataModule(_ImageDataModule):
