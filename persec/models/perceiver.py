@@ -39,8 +39,9 @@ class PerceiverConfig:
         cross_image_negatives: extra distractors per position from the masked positions
             of the other images in the batch (for short sequences) [ours: 0].
         same_position_negatives: extra distractors per position: the targets at the
-            *same* position in other images of the batch, kept even when their code
-            equals the positive's [ours: 0]. Without them a target that encodes only
+            *same* position in other images of the batch (drawn with replacement,
+            at most B − 1), kept even when their code equals the positive's
+            [ours: 0; configs/pretrain/cpu.yaml: 16]. Without them a target that encodes only
             its position (not the content there) wins the contrast for free, since
             every distractor comes from another position.
         logit_temp: κ of the contrastive softmax [paper: 0.1].
