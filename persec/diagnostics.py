@@ -16,6 +16,7 @@ import torch
 
 from persec.models.encoders import TextEncoder
 from persec.objectives.persec import PersecObjective
+from persec.plots import pyplot, save_figure
 
 
 @dataclass
@@ -77,12 +78,11 @@ def plot_code_maps(
 ) -> Path:
     """One row per image: the image with its stroke code map overlaid, then the
     semantic codes as coloured cells with their ids. Colours = codebook ``group``'s
-    entries (same id, same colour, across images)."""
+    entries (same id, same colour, across images). ``codes`` may cover more images
+    than ``images`` (row i belongs to image i), e.g. the usage batch."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = images.size(0)
     pictures = ((images.permute(0, 2, 3, 1).float().cpu().numpy() + 1) / 2).clip(0, 1)
     fig, axes = plt.subplots(n, 1, figsize=(8, 1.25 * n + 0.4), squeeze=False)
@@ -108,21 +108,12 @@ def plot_code_maps(
             ax.set_ylim(h * 1.4, 0)
         ax.set_axis_off()
     fig.suptitle(f"codebook {group}: stroke codes over the image, semantic codes below", fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=150)
 
 
 def plot_code_usage(codes: dict[str, LevelCodes], out: str | Path) -> Path:
     """Per level and codebook, how often each entry fires (sorted, log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(codes), figsize=(5.5 * len(codes), 3.4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(codes), figsize=(5.5 * len(codes), 3.4), squeeze=False)
     for ax, (name, c) in zip(axes[0], codes.items(), strict=True):
         for g, counts in enumerate(c.usage.numpy()):
             ranked = np.sort(counts)[::-1]
@@ -133,8 +124,4 @@ def plot_code_usage(codes: dict[str, LevelCodes], out: str | Path) -> Path:
         used = ", ".join(f"{u}/{c.entries}" for u in c.used)
         ax.set_title(f"{name}: code perplexity {c.code_ppl:.0f}, used {used}", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

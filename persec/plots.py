@@ -10,6 +10,25 @@ from persec.errors import PersecError
 LEVELS = ("stroke", "semantic")
 
 
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write and close ``fig``; returns the path written."""
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
+    return out
+
+
 def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Every logged column of ``metrics.csv`` as ``{name: [(step, value), ...]}``."""
     path = Path(path)
@@ -34,11 +53,7 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     """Contrastive accuracy, contrastive loss and prob perplexity per level, train and
     validation, as one PNG (the chance level, 1/(1 + distinct distractors), dotted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     series = read_metrics(metrics_csv)
     panels = [("acc", "contrastive accuracy"), ("contrastive", "contrastive loss")]
     panels.append(("prob_ppl", "prob perplexity"))
@@ -61,8 +76,4 @@ def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

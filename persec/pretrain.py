@@ -19,7 +19,7 @@ from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
 from persec.image import ImageConfig
 from persec.models.encoders import EncoderConfig, TextEncoder, build_encoder
-from persec.models.recognizer import save_encoder
+from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
 from persec.systems import OptimConfig, PretrainSystem
 from persec.training import TrainerConfig, build_trainer, resume_path
@@ -112,7 +112,7 @@ def load_pretrained(
     meta = read_json(meta_path)
     config = load_config_dict(PretrainConfig, meta, source=str(meta_path))
     encoder, objective = build_pretraining(config)
-    load_state(encoder, read_safetensors(directory / "encoder.safetensors", "cpu"), "encoder")
+    load_state(encoder, read_safetensors(directory / ENCODER_WEIGHTS, "cpu"), "encoder")
     load_state(objective, read_safetensors(directory / PERCEIVER_WEIGHTS, "cpu"), "perceivers")
     return encoder.eval(), objective.eval(), config
 

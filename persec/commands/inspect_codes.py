@@ -68,8 +68,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.model) / "inspect"
     out.mkdir(parents=True, exist_ok=True)
     codes = compute_codes(encoder, objective, batch)
-    first = compute_codes(encoder, objective, batch[: args.n])
-    maps = plot_code_maps(batch[: args.n], first, out / "codes.png")
+    # The maps draw the first --n images; their codes are the first rows of `codes`.
+    maps = plot_code_maps(batch[: args.n], codes, out / "codes.png")
     usage = plot_code_usage(codes, out / "usage.png")
     for name, c in codes.items():
         used = ", ".join(f"{u}/{c.entries}" for u in c.used)

@@ -97,6 +97,31 @@ class ContrastiveResult:
     chance: torch.Tensor
 
 
+def _randint(
+    high: int, size: tuple[int, ...], generator: torch.Generator | None, device
+) -> torch.Tensor:
+    """Uniform ints in [0, high), drawn on the generator's device, returned on ``device``."""
+    dev = generator.device if generator is not None else device
+    return torch.randint(high, size, generator=generator, device=dev).to(device)
+
+
+def other_images(
+    batch: int,
+    size: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """For each entry, an image index other than its own, uniform over the other
+    ``batch`` − 1 (with replacement); ``size[0]`` is the batch axis.
+
+    Returns:
+        int64 indices in [0, batch), never equal to the row's image. # size
+    """
+    r = _randint(batch - 1, size, generator, device)
+    own = torch.arange(batch, device=r.device).view(-1, *([1] * (len(size) - 1)))
+    return r + (r >= own).long()
+
+
 def sample_negatives(
     batch: int,
     n: int,
@@ -167,12 +192,10 @@ def contrastive_loss(
     dup = same.gather(2, idx)
     pos = sim.diagonal(dim1=1, dim2=2)[..., None]  # (B, n, 1)
     if cross_negatives > 0 and b > 1:
-        # Positions of the other B − 1 images: draw from (B − 1)·n, skip own block.
-        dev_g = generator.device if generator is not None else dev
-        r = torch.randint((b - 1) * n, (b, n, cross_negatives), generator=generator, device=dev_g)
-        r = r.to(dev)
-        own = torch.arange(b, device=dev)[:, None, None] * n
-        flat = r + n * (r >= own).long()  # (B, n, Kc) into the B·n positions
+        # Uniform over the masked positions of the other B − 1 images.
+        size = (b, n, cross_negatives)
+        slot = _randint(n, size, generator, dev)
+        flat = other_images(b, size, generator, dev) * n + slot  # (B, n, Kc) into B·n
         q_other = q.reshape(b * n, -1)[flat]  # (B, n, Kc, D)
         neg = torch.cat([neg, torch.einsum("bnd,bnkd->bnk", c, q_other)], dim=2)
         key_flat = key.reshape(b * n, -1)
@@ -288,11 +311,7 @@ class ContextPerceiver(nn.Module):
             targets = every[flat].view(b, n, -1)
             codes = quant.indices[flat].view(b, n, -1)
             where = flat.nonzero()[:, 1].view(b, n)  # (B, n) position of each masked slot
-            dev_g = generator.device if generator is not None else zl.device
-            r = torch.randint(b - 1, (b, n, same_pos), generator=generator, device=dev_g)
-            r = r.to(zl.device)
-            own = torch.arange(b, device=zl.device)[:, None, None]
-            imgs = r + (r >= own).long()  # (B, n, Ks) other images
+            imgs = other_images(b, (b, n, same_pos), generator, zl.device)  # (B, n, Ks)
             extra = every[imgs, where[:, :, None]]  # (B, n, Ks, final)
         else:
             # Targets only where they are needed: the masked positions.
