@@ -17,7 +17,17 @@ from persec import __version__
 from persec.errors import PersecError
 
 # Order here is the order in `persec --help`.
-COMMANDS = ["render", "data", "pretrain", "finetune", "eval", "read", "score", "inspect-codes"]
+COMMANDS = [
+    "render",
+    "data",
+    "pretrain",
+    "finetune",
+    "eval",
+    "read",
+    "score",
+    "inspect-codes",
+    "experiment",
+]
 
 
 class _Parser(argparse.ArgumentParser):

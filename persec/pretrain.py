@@ -1,8 +1,10 @@
-"""Self-supervised PerSec pretraining of an encoder (``persec pretrain``).
+"""Self-supervised pretraining of an encoder (``persec pretrain``): PerSec, or the
+SeqCLR baseline with ``objective=seqclr``.
 
 Writes into ``output_dir``: ``encoder.safetensors`` + ``encoder.json`` (what
-``persec finetune --init-encoder`` loads), ``perceivers.safetensors`` (mask vectors,
-quantizers and projections, for ``persec inspect-codes`` and further pretraining),
+``persec finetune --init-encoder`` loads), ``perceivers.safetensors`` (the objective's
+own weights: for PerSec the mask vectors, quantizers and projections that
+``persec inspect-codes`` reads; for SeqCLR the projection head),
 ``config.yaml``, ``metrics.csv``, TensorBoard logs under ``tb/``, Lightning checkpoints
 under ``checkpoints/`` and ``curves.png``.
 """
@@ -14,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from persec.config import load_config_dict, save_config, to_dict
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
@@ -21,6 +25,7 @@ from persec.image import ImageConfig
 from persec.models.encoders import EncoderConfig, TextEncoder, build_encoder
 from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
+from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.systems import OptimConfig, PretrainSystem
 from persec.training import TrainerConfig, build_trainer, resume_path
 from persec.weights import load_state, read_json, read_safetensors, write_module
@@ -29,6 +34,7 @@ logger = logging.getLogger("persec")
 
 PERCEIVER_WEIGHTS = "perceivers.safetensors"
 PERCEIVER_CONFIG = "perceivers.json"
+OBJECTIVES = ("persec", "seqclr")
 
 
 def _paper_optim() -> OptimConfig:
@@ -43,7 +49,9 @@ class PretrainConfig:
     Attributes:
         model: the encoder to pretrain (aggregators on).
         image: input geometry [paper: 32×384 for pretraining].
-        objective: the PerSec objective (levels, perceivers, loss weights).
+        objective: ``persec`` (the method) or ``seqclr`` (the contrastive baseline).
+        persec: the PerSec objective (levels, perceivers, loss weights).
+        seqclr: the SeqCLR objective (augmentations, instance mapping, NT-Xent).
         data: unlabelled training and validation images.
         optim: Adam, lr 1e-4, warm-up [paper].
         trainer: steps, validation cadence, precision, devices.
@@ -53,7 +61,9 @@ class PretrainConfig:
 
     model: EncoderConfig = field(default_factory=EncoderConfig)
     image: ImageConfig = field(default_factory=lambda: ImageConfig(width=384))
-    objective: PersecConfig = field(default_factory=PersecConfig)
+    objective: str = "persec"
+    persec: PersecConfig = field(default_factory=PersecConfig)
+    seqclr: SeqCLRConfig = field(default_factory=SeqCLRConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=_paper_optim)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -71,32 +81,43 @@ class PretrainResult:
     final: dict[str, float]
 
 
-def build_pretraining(config: PretrainConfig) -> tuple[TextEncoder, PersecObjective]:
+def build_pretraining(
+    config: PretrainConfig,
+) -> tuple[TextEncoder, PersecObjective | SeqCLRObjective]:
     """The encoder (geometry taken from ``config.image``) and the objective for it.
 
     Raises:
-        PersecError: a config the objective cannot use (e.g. no aggregators).
+        PersecError: an unknown objective or a config it cannot use (e.g. PerSec
+            without aggregators).
     """
+    if config.objective not in OBJECTIVES:
+        raise PersecError(
+            f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}"
+        )
     config.model.in_channels = config.image.channels
     config.model.input_height = config.image.height
     try:
         encoder = build_encoder(config.model)
-        objective = PersecObjective(encoder, config.objective)
+        if config.objective == "seqclr":
+            objective = SeqCLRObjective(encoder, config.seqclr)
+        else:
+            objective = PersecObjective(encoder, config.persec)
     except ValueError as e:
         raise PersecError(str(e)) from e
     return encoder, objective
 
 
-def save_perceivers(objective: PersecObjective, config: PretrainConfig, directory: Path) -> None:
+def save_perceivers(objective: nn.Module, config: PretrainConfig, directory: Path) -> None:
     """Write the objective's tensors and the settings needed to rebuild it."""
     meta = {"model": to_dict(config.model), "image": to_dict(config.image)}
-    meta["objective"] = to_dict(config.objective)
+    meta["objective"] = config.objective
+    meta[config.objective] = to_dict(getattr(config, config.objective))
     write_module(objective, meta, directory, PERCEIVER_WEIGHTS, PERCEIVER_CONFIG)
 
 
 def load_pretrained(
     directory: str | Path,
-) -> tuple[TextEncoder, PersecObjective, PretrainConfig]:
+) -> tuple[TextEncoder, PersecObjective | SeqCLRObjective, PretrainConfig]:
     """Encoder, objective and :class:`PretrainConfig` of a finished pretraining run.
 
     Raises:

@@ -178,9 +178,10 @@ class RecognitionSystem(L.LightningModule):
 
 
 class PretrainSystem(L.LightningModule):
-    """Self-supervised pretraining of an encoder with the PerSec objective.
+    """Self-supervised pretraining of an encoder with the PerSec (or SeqCLR) objective.
 
-    Logs, per active level and under ``train/`` and ``val/``: ``contrastive``, ``acc``,
+    Logs every term the objective reports, under ``train/`` and ``val/``; for PerSec,
+    per active level: ``contrastive``, ``acc``,
     ``diversity``, ``feature_penalty``, ``code_ppl``, ``prob_ppl``, ``temperature`` and
     ``negatives`` (e.g. ``train/stroke/acc``), plus ``train/loss``, ``val/loss`` and
     ``train/lr``. Validation runs the quantizers in eval mode (argmax codes) with masks
@@ -189,7 +190,9 @@ class PretrainSystem(L.LightningModule):
 
     Args:
         encoder: the encoder to pretrain (its aggregators are trained too).
-        objective: the perceivers and loss weights.
+        objective: the perceivers and loss weights (or SeqCLR's projection head); any
+            module with ``set_step(step)`` and ``forward(encoder, images, generator)``
+            returning ``.loss`` and ``.logs``.
         optim: optimiser settings (Adam 1e-4 with warm-up [paper]).
         max_steps: training length (for the schedule).
         val_seed: seed of the validation masks.
@@ -224,11 +227,9 @@ class PretrainSystem(L.LightningModule):
         out = self.objective(self.encoder, images)
         b = images.size(0)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
-        for level in ("stroke", "semantic"):
-            if f"{level}/acc" in out.logs:
-                self.log(
-                    f"train/{level}/acc", out.logs[f"{level}/acc"], prog_bar=True, batch_size=b
-                )
+        for key, value in out.logs.items():  # e.g. stroke/acc, semantic/acc, seqclr/acc
+            if key.endswith("/acc"):
+                self.log(f"train/{key}", value, prog_bar=True, batch_size=b)
         self._log_terms("train", {k: v for k, v in out.logs.items() if not k.endswith("/acc")}, b)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=b)
         if skipped:

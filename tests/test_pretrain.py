@@ -16,8 +16,8 @@ TINY = [
     "model.size=tiny",
     "model.stroke_aggregator.dim=32",
     "model.semantic_aggregator.dim=32",
-    "objective.stroke.quantizer.entries=32",
-    "objective.semantic.quantizer.entries=32",
+    "persec.stroke.quantizer.entries=32",
+    "persec.semantic.quantizer.entries=32",
     "data.workers=0",
     "data.batch_size=8",
     "image.width=128",
@@ -177,9 +177,9 @@ def test_inspect_codes_writes_both_plots(pretrained, words, tmp_path, run_cli) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["objective.levels=strokes"], "levels must be one of"),
+        (["persec.levels=strokes"], "levels must be one of"),
         (["model.aggregators=false"], "aggregators=true"),
-        (["objective.stroke.mask_probability=0.3"], "mask_probability"),
+        (["persec.stroke.mask_probability=0.3"], "mask_probability"),
         (["data.synth_train=0"], "no training data"),
     ],
 )
@@ -192,3 +192,35 @@ def test_bad_pretrain_settings_are_one_line_errors(args, message, tmp_path, run_
 def test_inspect_codes_on_a_finetune_dir_says_what_is_missing(tmp_path, run_cli) -> None:
     code, _, err = run_cli(["inspect-codes", "--model", str(tmp_path), "--data", str(tmp_path)])
     assert code == 2 and "perceivers.json not found" in err
+
+
+def test_seqclr_objective_trains_logs_and_reloads(words, tmp_path, run_cli) -> None:
+    run = tmp_path / "seqclr"
+    code, out, err = run_cli(
+        [
+            "pretrain",
+            *TINY,
+            "objective=seqclr",
+            "seqclr.projection_dim=16",
+            f"data.train=[{words}]",
+            f"data.val=[{words}]",
+            "trainer.max_steps=2",
+            "trainer.val_every=2",
+            f"output_dir={run}",
+        ]
+    )
+    assert code == 0, err
+    assert "seqclr acc" in out
+    columns = set(_rows(run / "metrics.csv")[0])
+    for term in ("acc", "contrastive", "chance"):
+        assert f"train/seqclr/{term}" in columns and f"val/seqclr/{term}" in columns
+    assert not any(c.startswith("train/stroke") for c in columns)
+    encoder, objective, config = load_pretrained(run)
+    assert config.objective == "seqclr" and config.seqclr.projection_dim == 16
+    code, _, err = run_cli(["inspect-codes", "--model", str(run), "--data", str(words)])
+    assert code == 2 and "no codebooks" in err
+
+
+def test_unknown_objective_is_a_one_line_error(tmp_path, run_cli) -> None:
+    code, _, err = run_cli(["pretrain", *TINY, "objective=simclr", f"output_dir={tmp_path}"])
+    assert code == 2 and "objective must be one of persec, seqclr" in err

@@ -51,6 +51,11 @@ def run(args) -> int:
     if args.n < 1 or args.usage_images < 1:
         raise PersecError("--n and --usage-images must be at least 1")
     encoder, objective, config = load_pretrained(args.model)
+    if config.objective != "persec":
+        raise PersecError(
+            f"{args.model} was pretrained with {config.objective}, which has no codebooks "
+            "to inspect (inspect-codes reads PerSec pretraining outputs)"
+        )
     dataset = open_dataset(args.data, unlabelled=True, transform=ToTensor(config.image))
     wanted = max(args.n, args.usage_images)
     images, skipped = [], 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from persec.config import load_config
 
-HELP = "pretrain an encoder on unlabelled images (PerSec)"
+HELP = "pretrain an encoder on unlabelled images (PerSec, or SeqCLR)"
 
 
 def add_parser(subparsers) -> None:
@@ -12,10 +12,11 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pretrain",
         help=HELP,
-        description="Pretrain an encoder with the stroke and semantic context perceivers. "
+        description="Pretrain an encoder with the stroke and semantic context perceivers "
+        "(PerSec), or with the SeqCLR baseline (objective=seqclr). "
         "Settings are the fields of persec.pretrain.PretrainConfig, from --config and "
         "key=value overrides (e.g. trainer.max_steps=2000 output_dir=runs/x "
-        "objective.levels=stroke data.train=[/data/unlabelled]). Writes "
+        "persec.levels=stroke data.train=[/data/unlabelled]). Writes "
         "OUTPUT_DIR/encoder.safetensors (for `persec finetune --init-encoder`), "
         "metrics.csv, TensorBoard logs and curves.png.",
     )
@@ -36,11 +37,13 @@ def run(args) -> int:
     config = load_config(PretrainConfig, args.config, overrides)
     result = pretrain(config)
     parts = []
-    for level in ("stroke", "semantic"):
+    for level in ("stroke", "semantic", "seqclr"):
         acc = result.final.get(f"val/{level}/acc")
         ppl = result.final.get(f"val/{level}/prob_ppl")
-        if acc is not None and ppl is not None:
-            parts.append(f"{level} acc {100 * acc:.1f}%, prob ppl {ppl:.0f}")
+        if acc is not None:
+            parts.append(f"{level} acc {100 * acc:.1f}%")
+            if ppl is not None:
+                parts[-1] += f", prob ppl {ppl:.0f}"
     summary = f" (validation: {'; '.join(parts)})" if parts else ""
     print(
         f"pretrained {result.steps} steps in {result.seconds / 60:.1f} min{summary}; "

@@ -95,34 +95,57 @@ def render_samples(
             yield from batch
 
 
-def run(args) -> int:
-    """Render ``--n`` images into ``--out`` and report images/s."""
-    out = Path(args.out)
+def render_lmdb(
+    out: str | Path,
+    n: int,
+    config: SynthConfig,
+    split: str = "train",
+    seed: int = 0,
+    workers: int = 0,
+    fmt: str = "png",
+    progress: bool = True,
+) -> tuple[int, int, float]:
+    """Render images ``0..n-1`` of ``(seed, split)`` into a new LMDB at ``out`` and write
+    ``render.yaml`` (provenance) beside it.
+
+    Returns:
+        (images written, render processes used, seconds).
+
+    Raises:
+        PersecError: ``out`` is a file or already holds an LMDB, or ``n`` / ``workers``
+            out of range.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise PersecError(f"--out {out} is a file; give a new directory")
     if (out / "data.mdb").exists():
         raise PersecError(f"{out} already holds an LMDB; choose a new output directory")
-    if args.n < 1:
-        raise PersecError(f"--n must be at least 1, got {args.n}")
-    if args.workers < 0:
-        raise PersecError(f"--workers must be >= 0, got {args.workers}")
-    schema = HardSynthConfig if args.hard else SynthConfig
-    config = load_config(schema, args.config, args.overrides)
-    renderer = WordRenderer(config, split=args.split, seed=args.seed)
+    if n < 1:
+        raise PersecError(f"--n must be at least 1, got {n}")
+    if workers < 0:
+        raise PersecError(f"--workers must be >= 0, got {workers}")
+    renderer = WordRenderer(config, split=split, seed=seed)
     _ = renderer.words.vocabulary  # load the word list once, before the workers fork
 
     # A pool costs more than it saves on a chunk or two.
-    workers = 0 if args.n <= CHUNK else min(args.workers, -(-args.n // CHUNK))
-    bar = tqdm(total=args.n, unit="img", desc="render", file=sys.stderr, dynamic_ncols=True)
+    workers = 0 if n <= CHUNK else min(workers, -(-n // CHUNK))
+    bar = tqdm(
+        total=n,
+        unit="img",
+        desc="render",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not progress,
+    )
 
     def samples():
-        for sample in render_samples(renderer, args.n, workers, args.format):
+        for sample in render_samples(renderer, n, workers, fmt):
             bar.update(1)
             yield sample
 
     start = time.perf_counter()
     try:
-        n = write_lmdb(out, samples())
+        written = write_lmdb(out, samples())
     except BaseException:
         # Leave no half-written LMDB behind (it would block the next attempt).
         for name in ("data.mdb", "lock.mdb"):
@@ -132,16 +155,26 @@ def run(args) -> int:
         bar.close()
     seconds = time.perf_counter() - start
     provenance = {
-        "n": n,
-        "seed": args.seed,
-        "split": args.split,
-        "hard": args.hard,
-        "format": args.format,
+        "n": written,
+        "seed": seed,
+        "split": split,
+        "hard": isinstance(config, HardSynthConfig),
+        "format": fmt,
         "config": to_dict(config),
     }
     (out / "render.yaml").write_text(yaml.safe_dump(provenance, sort_keys=False))
+    return written, max(workers, 1), seconds
+
+
+def run(args) -> int:
+    """Render ``--n`` images into ``--out`` and report images/s."""
+    schema = HardSynthConfig if args.hard else SynthConfig
+    config = load_config(schema, args.config, args.overrides)
+    n, workers, seconds = render_lmdb(
+        args.out, args.n, config, args.split, args.seed, args.workers, args.format
+    )
     print(
-        f"wrote {n} images to {out} in {seconds:.1f} s "
-        f"({n / seconds:.0f} images/s, {max(workers, 1)} process(es))"
+        f"wrote {n} images to {args.out} in {seconds:.1f} s "
+        f"({n / seconds:.0f} images/s, {workers} process(es))"
     )
     return 0

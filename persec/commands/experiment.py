@@ -1,0 +1,39 @@
+"""``persec experiment``: the label-efficiency grid in one command."""
+
+from __future__ import annotations
+
+from persec.config import load_config
+
+HELP = "run a label-efficiency experiment grid (pretrain, fine-tune, evaluate, report)"
+
+
+def add_parser(subparsers) -> None:
+    """Register ``experiment`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "experiment",
+        help=HELP,
+        description="Pretrain every method of the grid with the same budget, fine-tune "
+        "from each (and from random init) for every decoder, protocol (frozen encoder / "
+        "whole model) and label fraction, evaluate every model on every test set, and "
+        "write OUTPUT_DIR/results.csv, results.md and plots. Settings are the fields of "
+        "persec.experiment.ExperimentConfig, from --config and key=value overrides. "
+        "Finished cells are cached by config hash: re-running skips them, and a killed "
+        "run resumes.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/experiments/*.yaml)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the cells and whether they are done"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from persec.experiment import ExperimentConfig, format_summary, run_experiment
+
+    config = load_config(ExperimentConfig, args.config, args.overrides)
+    result = run_experiment(config, dry_run=args.dry_run)
+    if not args.dry_run:
+        print((result.output_dir / "results.md").read_text())
+        print(format_summary(result))
+    return 0

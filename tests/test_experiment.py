@@ -1,0 +1,128 @@
+"""`persec experiment` end to end on a tiny grid: every cell runs, the reports hold one
+row per model and test set, and a second run skips every cell (cache by config hash)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from persec.errors import ConfigError
+from persec.experiment import ExperimentConfig, config_hash, plan, run_experiment
+
+PRETRAIN_YAML = """
+model: {name: resnet, size: tiny, stroke_aggregator: {dim: 32}, semantic_aggregator: {dim: 32}}
+image: {height: 32, width: 64, channels: 3}
+persec:
+  stroke: {quantizer: {entries: 16}}
+  semantic: {quantizer: {entries: 16}}
+seqclr: {projection_dim: 16, instances: 2}
+data: {synth_train: 32, batch_size: 8, workers: 0}
+trainer: {max_steps: 2, val_every: 0, log_every: 1}
+"""
+
+FINETUNE_YAML = """
+model:
+  image: {height: 32, width: 64, channels: 3}
+  decoder: {name: ctc, lstm_layers: 0}
+data: {synth_train: 40, synth_val: 8, batch_size: 8, workers: 0}
+optim: {name: adamw, lr: 1.0e-3}
+trainer: {max_steps: 2, val_every: 2, log_every: 1}
+"""
+
+
+@pytest.fixture
+def grid(tmp_path) -> ExperimentConfig:
+    (tmp_path / "pt.yaml").write_text(PRETRAIN_YAML)
+    (tmp_path / "ft.yaml").write_text(FINETUNE_YAML)
+    return ExperimentConfig(
+        name="tiny",
+        output_dir=str(tmp_path / "exp"),
+        pretrain_config=str(tmp_path / "pt.yaml"),
+        methods={"scratch": [], "seqclr": ["objective=seqclr"], "persec": []},
+        finetune_configs={"ctc": str(tmp_path / "ft.yaml")},
+        decoders=["ctc"],
+        protocols=["frozen", "semi"],
+        fractions=[0.5],
+        test=[str(tmp_path / "no-such-set")],
+        synth_test=8,
+    )
+
+
+def test_tiny_grid_runs_reports_and_caches(grid, tmp_path) -> None:
+    first = run_experiment(grid)
+    # 2 pretrainings + 3 methods × 2 protocols × 1 fraction.
+    assert len(first.ran) == 8
+    assert first.cached == []
+    out = tmp_path / "exp"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6  # one test set (the missing real set is skipped)
+    assert {r["method"] for r in rows} == {"scratch", "seqclr", "persec"}
+    assert {r["protocol"] for r in rows} == {"frozen", "semi"}
+    assert {r["test_set"] for r in rows} == {"synth_heldout_test"}
+    assert {r["decoder"] for r in rows} == {"ctc"}
+    for r in rows:
+        assert float(r["fraction"]) == 0.5
+        assert int(r["labels"]) == 20
+        assert int(r["samples"]) == 8
+        assert 0.0 <= float(r["word_acc"]) <= 100.0
+        assert int(r["finetune_steps"]) == 2
+        assert int(r["pretrain_steps"]) == (0 if r["method"] == "scratch" else 2)
+    table = (out / "results.md").read_text()
+    assert "| persec | ctc | semi |" in table
+    assert "synth_heldout_test @0.5 (20 labels)" in table
+    assert (out / "accuracy-vs-fraction.png").stat().st_size > 0
+    assert (out / "pretrain-curves.png").stat().st_size > 0
+
+    second = run_experiment(grid)
+    assert second.ran == []
+    assert len(second.cached) == 8
+    with open(out / "results.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+
+
+def test_plan_links_finetunes_to_their_pretraining(grid) -> None:
+    cells = plan(grid)
+    pre = {c.method: c for c in cells if c.kind == "pretrain"}
+    assert set(pre) == {"seqclr", "persec"}
+    for cell in cells:
+        if cell.kind != "finetune":
+            continue
+        assert cell.config.freeze_encoder == (cell.protocol == "frozen")
+        if cell.method == "scratch":
+            assert cell.pretrain is None and cell.config.init_encoder == ""
+        else:
+            assert cell.config.init_encoder.startswith(str(pre[cell.method].directory))
+        # Every method, random init included, fine-tunes the pretrained architecture.
+        assert cell.config.model.encoder.size == "tiny"
+        assert cell.config.model.encoder.stroke_aggregator.dim == 32
+    # A changed pretraining budget changes the pretraining cells and their fine-tunes,
+    # but not the random-init ones.
+    grid2 = ExperimentConfig(**{**grid.__dict__, "pretrain": ["trainer.max_steps=3"]})
+    dirs = {c.label: c.directory for c in cells}
+    for cell in plan(grid2):
+        same = dirs[cell.label] == cell.directory
+        assert same == (cell.method == "scratch"), cell.label
+
+
+def test_hash_ignores_output_dir(grid) -> None:
+    a, b = plan(grid)[0].config, plan(grid)[0].config
+    b.output_dir = "elsewhere"
+    assert config_hash(a) == config_hash(b)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"decoders": ["attn"]}, "decoder 'attn' has no entry"),
+        ({"protocols": ["linear"]}, "protocol 'linear'"),
+        ({"fractions": [0.0]}, "label fraction"),
+        ({"methods": {"persec": ["persec.stroke.mask_probability=0.3"]}}, "method persec"),
+        ({"methods": {"x": ["objective=simclr"]}}, "objective must be one of persec, seqclr"),
+    ],
+)
+def test_bad_grids_fail_before_training(grid, change, message) -> None:
+    bad = ExperimentConfig(**{**grid.__dict__, **change})
+    with pytest.raises(ConfigError, match=message):
+        plan(bad)
