@@ -10,10 +10,11 @@ a killed run resumes from the cell it was in (from its last Lightning checkpoint
 
 Layout of ``output_dir``::
 
+    experiment.json              the grid as run (also in report_dir)
     data/heldout-test/           rendered held-out-font test set (LMDB)
     pretrain/<method>-<hash>/    persec pretrain output + done.json
     finetune/<method>-<decoder>-<protocol>-<fraction>-<hash>/   finetune output + done.json
-    results.csv  results.md  accuracy-vs-fraction.png  pretrain-curves.png
+    results.csv  results.md  accuracy-vs-fraction.png  pretrain-curves.png  (report_dir)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import csv
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ logger = logging.getLogger("persec")
 PROTOCOLS = ("frozen", "semi")
 SCRATCH = "scratch"
 DONE = "done.json"
+ENCODER_FILE = "encoder.safetensors"
 HELDOUT = "synth_heldout_test"
 CSV_COLUMNS = [
     "method",
@@ -61,11 +64,17 @@ class ExperimentConfig:
     Attributes:
         name: shown in reports.
         output_dir: where cells, data and results go.
+        report_dir: where ``results.csv``, ``results.md`` and the plots go (empty =
+            ``output_dir``); lets a second grid (e.g. ablations) share the cells of a
+            first one in the same ``output_dir`` without overwriting its reports.
         pretrain_config: base ``persec pretrain`` config shared by every method.
         pretrain: overrides applied to it for every method (the shared budget: steps,
             minutes, data, seed).
         methods: method name -> extra pretraining overrides (e.g. ``[objective=seqclr]``);
             the name ``scratch`` means random init (no pretraining).
+        encoders: method name -> an encoder pretrained elsewhere (``encoder.safetensors``
+            or its directory, with ``encoder.json``): fine-tuned like the others, not
+            pretrained here (e.g. a longer pretraining run to compare with).
         finetune_configs: decoder name -> base ``persec finetune`` config.
         finetune: overrides applied to every fine-tune (the shared budget and the
             labelled pool, e.g. ``data.synth_train=10000 data.synth_seed=1``).
@@ -85,11 +94,13 @@ class ExperimentConfig:
 
     name: str = "experiment"
     output_dir: str = "runs/experiments/experiment"
+    report_dir: str = ""
     pretrain_config: str = "configs/pretrain/cpu.yaml"
     pretrain: list[str] = field(default_factory=list)
     methods: dict[str, list[str]] = field(
         default_factory=lambda: {SCRATCH: [], "seqclr": ["objective=seqclr"], "persec": []}
     )
+    encoders: dict[str, str] = field(default_factory=dict)
     finetune_configs: dict[str, str] = field(
         default_factory=lambda: {
             "ctc": "configs/finetune/cpu-ctc.yaml",
@@ -112,10 +123,10 @@ class ExperimentConfig:
 class Cell:
     """One unit of work: a pretraining or a fine-tune (+ evaluation)."""
 
-    kind: str  # "pretrain" | "finetune"
+    kind: str  # "pretrain" | "finetune" | "external" (an encoder pretrained elsewhere)
     method: str
     directory: Path
-    config: Any  # PretrainConfig | FinetuneConfig
+    config: Any  # PretrainConfig | FinetuneConfig | EncoderConfig (external)
     decoder: str = ""
     protocol: str = ""
     fraction: float = 1.0
@@ -123,6 +134,8 @@ class Cell:
 
     @property
     def done(self) -> bool:
+        if self.kind == "external":
+            return (self.directory / ENCODER_FILE).is_file()
         return (self.directory / DONE).is_file()
 
     @property
@@ -140,7 +153,12 @@ class ExperimentResult:
     ran: list[str]
     cached: list[str]
     seconds: float
-    output_dir: Path
+    report_dir: Path
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (the grid runs for hours; each cell says where it is)."""
+    print(f"experiment: {message}", file=sys.stderr, flush=True)
 
 
 def config_hash(config: Any, extra: str = "") -> str:
@@ -155,8 +173,11 @@ def config_hash(config: Any, extra: str = "") -> str:
 
 
 def _check(config: ExperimentConfig) -> None:
-    if not config.methods:
-        raise ConfigError("experiment: methods is empty")
+    if not config.methods and not config.encoders:
+        raise ConfigError("experiment: methods and encoders are both empty")
+    both = set(config.methods) & set(config.encoders)
+    if both:
+        raise ConfigError(f"experiment: {', '.join(sorted(both))} in both methods and encoders")
     for decoder in config.decoders:
         if decoder not in config.finetune_configs:
             raise ConfigError(
@@ -203,17 +224,18 @@ def plan(config: ExperimentConfig) -> list[Cell]:
             )
         directory = out / "pretrain" / f"{method}-{config_hash(pc)}"
         pc.output_dir = str(directory)
-        pc.trainer.progress = False
         cell = Cell("pretrain", method, directory, pc)
         pretrained[method] = cell
         cells.append(cell)
+    for method, path in config.encoders.items():
+        pretrained[method] = _external_encoder(method, path)
     for decoder in config.decoders:
         for protocol in config.protocols:
             fractions = config.fractions
             if protocol == "frozen" and config.frozen_fractions:
                 fractions = config.frozen_fractions
             for fraction in fractions:
-                for method in config.methods:
+                for method in pretrained:
                     source = pretrained[method]
                     try:
                         fc = load_config(
@@ -223,13 +245,16 @@ def plan(config: ExperimentConfig) -> list[Cell]:
                         raise ConfigError(f"experiment: decoder {decoder}: {e}") from e
                     fc.data.label_fraction = fraction
                     fc.freeze_encoder = protocol == "frozen"
-                    fc.trainer.progress = False
-                    init = str(source.directory / "encoder.safetensors") if source else ""
+                    init = str(source.directory / ENCODER_FILE) if source else ""
                     # Every method fine-tunes the encoder architecture it pretrained.
-                    fc.model.encoder = copy.deepcopy(
-                        source.config.model if source else base_encoder
-                    )
-                    key = config_hash(fc, extra=source.directory.name if source else SCRATCH)
+                    if source is None:
+                        encoder = base_encoder
+                    elif source.kind == "external":
+                        encoder = source.config  # its EncoderConfig
+                    else:
+                        encoder = source.config.model
+                    fc.model.encoder = copy.deepcopy(encoder)
+                    key = config_hash(fc, extra=_source_key(source))
                     name = f"{method}-{decoder}-{protocol}-{fraction:g}-{key}"
                     directory = out / "finetune" / name
                     fc.init_encoder = init
@@ -238,6 +263,49 @@ def plan(config: ExperimentConfig) -> list[Cell]:
                         Cell("finetune", method, directory, fc, decoder, protocol, fraction, source)
                     )
     return cells
+
+
+def _external_encoder(method: str, path: str) -> Cell:
+    """A pseudo-cell for an encoder pretrained elsewhere (always "done")."""
+    from persec.config import load_config_dict
+    from persec.models.encoders import EncoderConfig
+    from persec.weights import read_json
+
+    directory = Path(path)
+    if directory.is_file():
+        directory = directory.parent
+    weights, meta = directory / ENCODER_FILE, directory / "encoder.json"
+    if not weights.is_file() or not meta.is_file():
+        raise ConfigError(
+            f"experiment: encoders.{method}: {directory} holds no {ENCODER_FILE} + encoder.json "
+            "(give a `persec pretrain` output directory)"
+        )
+    model = load_config_dict(EncoderConfig, read_json(meta), source=str(meta))
+    return Cell("external", method, directory, model)
+
+
+def _source_key(source: Cell | None) -> str:
+    """What a fine-tune's cache key depends on besides its own config."""
+    if source is None:
+        return SCRATCH
+    if source.kind == "external":  # the weights themselves, wherever they live
+        return hashlib.sha256((source.directory / ENCODER_FILE).read_bytes()).hexdigest()
+    return source.directory.name
+
+
+def _pretrain_steps(cell: Cell | None) -> int | str:
+    """Steps of the pretraining a fine-tune started from (0: random init)."""
+    if cell is None:
+        return 0
+    if cell.kind == "external":
+        from persec.plots import read_metrics
+
+        try:
+            series = read_metrics(cell.directory / "metrics.csv")
+            return 1 + max(step for step, _ in series.get("train/loss", []))
+        except (PersecError, ValueError):
+            return ""
+    return _read_done(cell)["steps"]
 
 
 def _run_pretrain(cell: Cell) -> dict:
@@ -305,7 +373,7 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
             for name in ("data.mdb", "lock.mdb"):
                 (out / name).unlink(missing_ok=True)
             synth = HardSynthConfig() if config.synth_test_hard else SynthConfig()
-            logger.info("rendering %d held-out-font test images to %s", config.synth_test, out)
+            say(f"rendering {config.synth_test} held-out-font test images to {out}")
             render_lmdb(out, config.synth_test, synth, "test", config.synth_test_seed, workers=2)
         sets.append(out)
     for path in config.test:
@@ -326,24 +394,24 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False) -> Experimen
         dry_run: plan and print the cells, train nothing.
     """
     start = time.time()
-    out = Path(config.output_dir)
+    reports = report_path(config)
     cells = plan(config)
     if dry_run:
         for cell in cells:
             state = "done" if cell.done else "to run"
             print(f"{cell.label:<44} {state:<7} {cell.directory}")
-        return ExperimentResult([], [], [c.label for c in cells if c.done], 0.0, out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.json").write_text(json.dumps(to_dict(config), indent=2))
+        return ExperimentResult([], [], [c.label for c in cells if c.done], 0.0, reports)
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "experiment.json").write_text(json.dumps(to_dict(config), indent=2))
     test_sets = prepare_test_sets(config)
     ran, cached = [], []
     for i, cell in enumerate(cells, 1):
         prefix = f"[{i}/{len(cells)}] {cell.label}"
         if cell.done:
-            logger.info("%s: cached (%s)", prefix, cell.directory.name)
+            say(f"{prefix}: cached ({cell.directory.name})")
             cached.append(cell.label)
             continue
-        logger.info("%s: running -> %s", prefix, cell.directory)
+        say(f"{prefix}: running in {cell.directory}")
         t0 = time.time()
         if cell.kind == "pretrain":
             payload = _run_pretrain(cell)
@@ -351,10 +419,12 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False) -> Experimen
             payload = _run_finetune(cell, test_sets, config.eval_batch_size)
         _write_done(cell, payload)
         ran.append(cell.label)
-        logger.info("%s: finished in %.1f min", prefix, (time.time() - t0) / 60)
+        say(
+            f"{prefix}: done in {(time.time() - t0) / 60:.1f} min (total {(time.time() - start) / 60:.1f} min)"
+        )
     rows = collect_rows(cells)
     write_reports(config, cells, rows)
-    return ExperimentResult(rows, ran, cached, time.time() - start, out)
+    return ExperimentResult(rows, ran, cached, time.time() - start, reports)
 
 
 def collect_rows(cells: list[Cell]) -> list[dict]:
@@ -364,7 +434,7 @@ def collect_rows(cells: list[Cell]) -> list[dict]:
         if cell.kind != "finetune" or not cell.done:
             continue
         done = _read_done(cell)
-        pre_steps = _read_done(cell.pretrain)["steps"] if cell.pretrain else 0
+        pre_steps = _pretrain_steps(cell.pretrain)
         for test_set, score in done["tests"].items():
             rows.append(
                 {
@@ -421,8 +491,9 @@ def results_markdown(config: ExperimentConfig, rows: list[dict]) -> str:
 
 
 def write_reports(config: ExperimentConfig, cells: list[Cell], rows: list[dict]) -> None:
-    """``results.csv``, ``results.md`` and the two plots under ``output_dir``."""
-    out = Path(config.output_dir)
+    """``results.csv``, ``results.md`` and the two plots under ``report_dir``."""
+    out = report_path(config)
+    out.mkdir(parents=True, exist_ok=True)
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -433,6 +504,11 @@ def write_reports(config: ExperimentConfig, cells: list[Cell], rows: list[dict])
     pretrain_dirs = {c.method: c.directory for c in cells if c.kind == "pretrain" and c.done}
     if pretrain_dirs:
         plot_pretrain_comparison(pretrain_dirs, out / "pretrain-curves.png")
+
+
+def report_path(config: ExperimentConfig) -> Path:
+    """Where the reports of ``config`` go."""
+    return Path(config.report_dir or config.output_dir)
 
 
 def plot_accuracy_vs_fraction(rows: list[dict], out: Path) -> Path:
@@ -498,5 +574,5 @@ def format_summary(result: ExperimentResult) -> str:
     minutes = result.seconds / 60
     return (
         f"{len(result.ran)} cell(s) run, {len(result.cached)} cached, {minutes:.1f} min; "
-        f"results in {result.output_dir / 'results.csv'} and results.md"
+        f"results in {result.report_dir / 'results.csv'} and results.md"
     )

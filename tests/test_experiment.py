@@ -18,7 +18,7 @@ persec:
   semantic: {quantizer: {entries: 16}}
 seqclr: {projection_dim: 16, instances: 2}
 data: {synth_train: 32, batch_size: 8, workers: 0}
-trainer: {max_steps: 2, val_every: 0, log_every: 1}
+trainer: {max_steps: 2, val_every: 0, log_every: 1, progress: false}
 """
 
 FINETUNE_YAML = """
@@ -27,7 +27,7 @@ model:
   decoder: {name: ctc, lstm_layers: 0}
 data: {synth_train: 40, synth_val: 8, batch_size: 8, workers: 0}
 optim: {name: adamw, lr: 1.0e-3}
-trainer: {max_steps: 2, val_every: 2, log_every: 1}
+trainer: {max_steps: 2, val_every: 2, log_every: 1, progress: false}
 """
 
 
@@ -81,6 +81,30 @@ def test_tiny_grid_runs_reports_and_caches(grid, tmp_path) -> None:
     with open(out / "results.csv") as f:
         assert list(csv.DictReader(f)) == rows
 
+    # A cell killed before it finished (no done.json) is the only one run again.
+    (next((out / "finetune").glob("persec-ctc-semi-*")) / "done.json").unlink()
+    third = run_experiment(grid)
+    assert third.ran == ["finetune persec ctc semi 0.5"]
+
+    # An encoder pretrained elsewhere joins as a method: only its fine-tunes run.
+    persec_dir = next((out / "pretrain").glob("persec-*"))
+    ext = ExperimentConfig(
+        **{
+            **grid.__dict__,
+            "methods": {"scratch": []},
+            "encoders": {"ext": str(persec_dir)},
+            "report_dir": str(tmp_path / "ext-report"),
+        }
+    )
+    fourth = run_experiment(ext)
+    assert sorted(fourth.ran) == ["finetune ext ctc frozen 0.5", "finetune ext ctc semi 0.5"]
+    assert len(fourth.cached) == 2  # the scratch cells
+    with open(tmp_path / "ext-report" / "results.csv") as f:
+        ext_rows = list(csv.DictReader(f))
+    assert {r["method"] for r in ext_rows} == {"scratch", "ext"}
+    assert {int(r["pretrain_steps"]) for r in ext_rows if r["method"] == "ext"} == {2}
+    assert (out / "results.csv").is_file()  # the first grid's report is left alone
+
 
 def test_plan_links_finetunes_to_their_pretraining(grid) -> None:
     cells = plan(grid)
@@ -118,6 +142,8 @@ def test_hash_ignores_output_dir(grid) -> None:
         ({"decoders": ["attn"]}, "decoder 'attn' has no entry"),
         ({"protocols": ["linear"]}, "protocol 'linear'"),
         ({"fractions": [0.0]}, "label fraction"),
+        ({"encoders": {"ext": "/no/such/run"}}, "encoders.ext: /no/such/run holds no"),
+        ({"encoders": {"persec": "/x"}}, "persec in both methods and encoders"),
         ({"methods": {"persec": ["persec.stroke.mask_probability=0.3"]}}, "method persec"),
         ({"methods": {"x": ["objective=simclr"]}}, "objective must be one of persec, seqclr"),
     ],

@@ -34,6 +34,6 @@ def run(args) -> int:
     config = load_config(ExperimentConfig, args.config, args.overrides)
     result = run_experiment(config, dry_run=args.dry_run)
     if not args.dry_run:
-        print((result.output_dir / "results.md").read_text())
+        print((result.report_dir / "results.md").read_text())
         print(format_summary(result))
     return 0
