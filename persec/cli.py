@@ -50,7 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a run of positionals once: `a=1 --flag X b=2` leaves `b=2` over.
+    # Overrides may come anywhere on the line, so fold such leftovers back in.
+    if extra and isinstance(getattr(args, "overrides", None), list):
+        if all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

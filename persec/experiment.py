@@ -70,14 +70,17 @@ class ExperimentConfig:
         pretrain_config: base ``persec pretrain`` config shared by every method.
         pretrain: overrides applied to it for every method (the shared budget: steps,
             minutes, data, seed).
-        methods: method name -> extra pretraining overrides (e.g. ``[objective=seqclr]``);
-            the name ``scratch`` means random init (no pretraining).
+        methods: method name -> extra pretraining overrides, e.g. ``{scratch: [],
+            seqclr: [objective=seqclr], persec: []}``; the name ``scratch`` means random
+            init (no pretraining).
         encoders: method name -> an encoder pretrained elsewhere (``encoder.safetensors``
             or its directory, with ``encoder.json``): fine-tuned like the others, not
             pretrained here (e.g. a longer pretraining run to compare with).
         finetune_configs: decoder name -> base ``persec finetune`` config.
         finetune: overrides applied to every fine-tune (the shared budget and the
             labelled pool, e.g. ``data.synth_train=10000 data.synth_seed=1``).
+        frozen: extra overrides for the frozen protocol only (after ``finetune``): a
+            decoder trained alone on fixed features usually wants another learning rate.
         decoders: which entries of ``finetune_configs`` to run.
         protocols: ``frozen`` (decoder evaluation: encoder frozen) and/or ``semi``
             (whole model fine-tuned).
@@ -97,9 +100,9 @@ class ExperimentConfig:
     report_dir: str = ""
     pretrain_config: str = "configs/pretrain/cpu.yaml"
     pretrain: list[str] = field(default_factory=list)
-    methods: dict[str, list[str]] = field(
-        default_factory=lambda: {SCRATCH: [], "seqclr": ["objective=seqclr"], "persec": []}
-    )
+    # Empty by default: YAML mappings merge into defaults, so a default grid here
+    # could not be narrowed by a config file.
+    methods: dict[str, list[str]] = field(default_factory=dict)
     encoders: dict[str, str] = field(default_factory=dict)
     finetune_configs: dict[str, str] = field(
         default_factory=lambda: {
@@ -108,6 +111,7 @@ class ExperimentConfig:
         }
     )
     finetune: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
     decoders: list[str] = field(default_factory=lambda: ["ctc"])
     protocols: list[str] = field(default_factory=lambda: ["frozen", "semi"])
     fractions: list[float] = field(default_factory=lambda: [0.1, 1.0])
@@ -237,9 +241,12 @@ def plan(config: ExperimentConfig) -> list[Cell]:
             for fraction in fractions:
                 for method in pretrained:
                     source = pretrained[method]
+                    overrides = list(config.finetune)
+                    if protocol == "frozen":
+                        overrides += config.frozen
                     try:
                         fc = load_config(
-                            FinetuneConfig, config.finetune_configs[decoder], config.finetune
+                            FinetuneConfig, config.finetune_configs[decoder], overrides
                         )
                     except ConfigError as e:
                         raise ConfigError(f"experiment: decoder {decoder}: {e}") from e
@@ -448,7 +455,7 @@ def collect_rows(cells: list[Cell]) -> list[dict]:
                     "word_acc": round(score["word_acc"], 2),
                     "one_minus_ned": round(score["one_minus_ned"], 2),
                     "val_word_acc": (
-                        round(done["val_word_acc"], 2) if done.get("val_word_acc") else ""
+                        "" if done.get("val_word_acc") is None else round(done["val_word_acc"], 2)
                     ),
                     "pretrain_steps": pre_steps,
                     "finetune_steps": done["steps"],
@@ -531,7 +538,10 @@ def plot_accuracy_vs_fraction(rows: list[dict], out: Path) -> Path:
             style = "o-" if p == "semi" else "s--"
             ax.plot(xs, ys, style, ms=4, lw=1, label=f"{m} {d} {p}")
         ax.set_xscale("log")
-        ax.set_xlabel("label fraction")
+        fractions = sorted({r["fraction"] for r in rows})
+        ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled images used (share of the pool)")
         ax.set_ylabel("word accuracy (%)")
         ax.set_title(test)
         ax.grid(alpha=0.3)

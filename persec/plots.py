@@ -7,7 +7,7 @@ from pathlib import Path
 
 from persec.errors import PersecError
 
-LEVELS = ("stroke", "semantic")
+LEVELS = ("stroke", "semantic", "seqclr")  # seqclr: one "level", the NT-Xent task
 
 
 def pyplot():
@@ -51,12 +51,13 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
-    """Contrastive accuracy, contrastive loss and prob perplexity per level, train and
-    validation, as one PNG (the chance level, 1/(1 + distinct distractors), dotted)."""
+    """Contrastive accuracy, contrastive loss and (PerSec only) prob perplexity per
+    level, train and validation, as one PNG (the chance level dotted)."""
     plt = pyplot()
     series = read_metrics(metrics_csv)
     panels = [("acc", "contrastive accuracy"), ("contrastive", "contrastive loss")]
-    panels.append(("prob_ppl", "prob perplexity"))
+    if any(key.endswith("/prob_ppl") for key in series):
+        panels.append(("prob_ppl", "prob perplexity"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (term, title) in zip(axes, panels, strict=True):
         for level in LEVELS:

@@ -152,3 +152,13 @@ def test_bad_config_key_is_named(run_cli, tmp_path):
     code, _, err = run_cli(["finetune", "trainer.max_stepz=3", f"output_dir={tmp_path}"])
     assert code == 2
     assert "max_stepz" in err
+
+
+def test_overrides_may_follow_flags(tmp_path, run_cli) -> None:
+    # `b=2` after a flag used to be "unrecognized"; it must reach the config.
+    code, _, err = run_cli(["finetune", "data.workers=0", "--freeze-encoder", "x.y=1"])
+    assert code == 2
+    assert "Key 'x' not in 'FinetuneConfig'" in err
+    assert "unrecognized" not in err
+    code, _, err = run_cli(["finetune", "data.workers=0", "--freeze-encoder", "--bogus"])
+    assert code == 2 and "unrecognized arguments: --bogus" in err
