@@ -135,6 +135,7 @@ class Cell:
     protocol: str = ""
     fraction: float = 1.0
     pretrain: Cell | None = None
+    key: str = ""  # external encoders: the hash of their weights
 
     @property
     def done(self) -> bool:
@@ -288,7 +289,8 @@ def _external_encoder(method: str, path: str) -> Cell:
             "(give a `persec pretrain` output directory)"
         )
     model = load_config_dict(EncoderConfig, read_json(meta), source=str(meta))
-    return Cell("external", method, directory, model)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return Cell("external", method, directory, model, key=digest)
 
 
 def _source_key(source: Cell | None) -> str:
@@ -296,7 +298,7 @@ def _source_key(source: Cell | None) -> str:
     if source is None:
         return SCRATCH
     if source.kind == "external":  # the weights themselves, wherever they live
-        return hashlib.sha256((source.directory / ENCODER_FILE).read_bytes()).hexdigest()
+        return source.key
     return source.directory.name
 
 

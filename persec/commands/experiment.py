@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from persec.commands import add_config_arguments
 from persec.config import load_config
 
 HELP = "run a label-efficiency experiment grid (pretrain, fine-tune, evaluate, report)"
@@ -20,11 +21,10 @@ def add_parser(subparsers) -> None:
         "Finished cells are cached by config hash: re-running skips them, and a killed "
         "run resumes.",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/experiments/*.yaml)")
+    add_config_arguments(parser, "configs/experiments/*.yaml")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the cells and whether they are done"
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from persec.commands import add_config_arguments
 from persec.config import load_config
 
 HELP = "train a recognizer (from scratch or a pretrained encoder)"
@@ -17,7 +18,7 @@ def add_parser(subparsers) -> None:
         "(e.g. trainer.max_steps=2000 output_dir=runs/x data.synth_train=100000). "
         "The best model (validation word accuracy) is saved to OUTPUT_DIR/model/.",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/finetune/*.yaml)")
+    add_config_arguments(parser, "configs/finetune/*.yaml", resume=True)
     parser.add_argument(
         "--init-encoder", metavar="PATH", help="start from a pretrained encoder.safetensors"
     )
@@ -32,10 +33,6 @@ def add_parser(subparsers) -> None:
         metavar="F",
         help="use a fixed random fraction F of the training labels (semi-supervised protocol)",
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt"
-    )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.set_defaults(func=run)
 
 

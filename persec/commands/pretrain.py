@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from persec.commands import add_config_arguments
 from persec.config import load_config
 
 HELP = "pretrain an encoder on unlabelled images (PerSec, or SeqCLR)"
@@ -20,11 +21,7 @@ def add_parser(subparsers) -> None:
         "OUTPUT_DIR/encoder.safetensors (for `persec finetune --init-encoder`), "
         "metrics.csv, TensorBoard logs and curves.png.",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (configs/pretrain/*.yaml)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.ckpt"
-    )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_config_arguments(parser, "configs/pretrain/*.yaml", resume=True)
     parser.set_defaults(func=run)
 
 
