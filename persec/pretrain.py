@@ -131,6 +131,8 @@ def load_pretrained(
             "(run `persec pretrain` with output_dir there)"
         )
     meta = read_json(meta_path)
+    if isinstance(meta.get("objective"), dict):  # written before SeqCLR joined (PerSec only)
+        meta["persec"], meta["objective"] = meta["objective"], "persec"
     config = load_config_dict(PretrainConfig, meta, source=str(meta_path))
     encoder, objective = build_pretraining(config)
     load_state(encoder, read_safetensors(directory / ENCODER_WEIGHTS, "cpu"), "encoder")

@@ -224,3 +224,17 @@ def test_seqclr_objective_trains_logs_and_reloads(words, tmp_path, run_cli) -> N
 def test_unknown_objective_is_a_one_line_error(tmp_path, run_cli) -> None:
     code, _, err = run_cli(["pretrain", *TINY, "objective=simclr", f"output_dir={tmp_path}"])
     assert code == 2 and "objective must be one of persec, seqclr" in err
+
+
+def test_runs_written_before_seqclr_still_load(pretrained, tmp_path) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(pretrained, old)
+    meta = json.loads((old / "perceivers.json").read_text())
+    meta["objective"] = meta.pop("persec")  # the layout before `objective: persec|seqclr`
+    (old / "perceivers.json").write_text(json.dumps(meta))
+    _, objective, config = load_pretrained(old)
+    assert config.objective == "persec" and config.persec.stroke.quantizer.entries == 32
+    assert [name for name, _ in objective.perceivers()] == ["stroke", "semantic"]
