@@ -37,13 +37,14 @@ from persec.experiment_reports import (
     plot_pretrain_comparison,
     results_markdown,
 )
+from persec.models.recognizer import ENCODER_CONFIG, ENCODER_WEIGHTS, read_encoder_config
+from persec.training import last_checkpoint
 
 logger = logging.getLogger("persec")
 
 PROTOCOLS = ("frozen", "semi")
 SCRATCH = "scratch"
 DONE = "done.json"
-ENCODER_FILE = "encoder.safetensors"
 HELDOUT = "synth_heldout_test"
 CSV_COLUMNS = [
     "method",
@@ -145,7 +146,7 @@ class Cell:
     @property
     def done(self) -> bool:
         if self.kind == "external":
-            return (self.directory / ENCODER_FILE).is_file()
+            return (self.directory / ENCODER_WEIGHTS).is_file()
         return (self.directory / DONE).is_file()
 
     @property
@@ -241,24 +242,22 @@ def plan(config: ExperimentConfig) -> list[Cell]:
         pretrained[method] = _external_encoder(method, path)
     for decoder in config.decoders:
         for protocol in config.protocols:
+            overrides = list(config.finetune)
+            if protocol == "frozen":
+                overrides += config.frozen
+            try:
+                base = load_config(FinetuneConfig, config.finetune_configs[decoder], overrides)
+            except ConfigError as e:
+                raise ConfigError(f"experiment: decoder {decoder}: {e}") from e
             fractions = config.fractions
             if protocol == "frozen" and config.frozen_fractions:
                 fractions = config.frozen_fractions
             for fraction in fractions:
-                for method in pretrained:
-                    source = pretrained[method]
-                    overrides = list(config.finetune)
-                    if protocol == "frozen":
-                        overrides += config.frozen
-                    try:
-                        fc = load_config(
-                            FinetuneConfig, config.finetune_configs[decoder], overrides
-                        )
-                    except ConfigError as e:
-                        raise ConfigError(f"experiment: decoder {decoder}: {e}") from e
+                for method, source in pretrained.items():
+                    fc = copy.deepcopy(base)
                     fc.data.label_fraction = fraction
                     fc.freeze_encoder = protocol == "frozen"
-                    init = str(source.directory / ENCODER_FILE) if source else ""
+                    init = str(source.directory / ENCODER_WEIGHTS) if source else ""
                     # Every method fine-tunes the encoder architecture it pretrained.
                     if source is None:
                         encoder = base_encoder
@@ -280,20 +279,16 @@ def plan(config: ExperimentConfig) -> list[Cell]:
 
 def _external_encoder(method: str, path: str) -> Cell:
     """A pseudo-cell for an encoder pretrained elsewhere (always "done")."""
-    from persec.config import load_config_dict
-    from persec.models.encoders import EncoderConfig
-    from persec.weights import read_json
-
     directory = Path(path)
     if directory.is_file():
         directory = directory.parent
-    weights, meta = directory / ENCODER_FILE, directory / "encoder.json"
+    weights, meta = directory / ENCODER_WEIGHTS, directory / ENCODER_CONFIG
     if not weights.is_file() or not meta.is_file():
         raise ConfigError(
-            f"experiment: encoders.{method}: {directory} holds no {ENCODER_FILE} + encoder.json "
-            "(give a `persec pretrain` output directory)"
+            f"experiment: encoders.{method}: {directory} holds no {ENCODER_WEIGHTS} + "
+            f"{ENCODER_CONFIG} (give a `persec pretrain` output directory)"
         )
-    model = load_config_dict(EncoderConfig, read_json(meta), source=str(meta))
+    model = read_encoder_config(meta)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     return Cell("external", method, directory, model, key=digest)
 
@@ -325,7 +320,7 @@ def _pretrain_steps(cell: Cell | None) -> int | str:
 def _run_pretrain(cell: Cell) -> dict:
     from persec.pretrain import pretrain
 
-    cell.config.resume = (cell.directory / "checkpoints" / "last.ckpt").is_file()
+    cell.config.resume = last_checkpoint(cell.directory).is_file()
     result = pretrain(cell.config)
     return {"steps": result.steps, "minutes": result.seconds / 60, "final": result.final}
 
@@ -334,7 +329,7 @@ def _run_finetune(cell: Cell, test_sets: list[Path], batch_size: int) -> dict:
     from persec.evaluate import evaluate, load_model
     from persec.finetune import finetune
 
-    cell.config.resume = (cell.directory / "checkpoints" / "last.ckpt").is_file()
+    cell.config.resume = last_checkpoint(cell.directory).is_file()
     result = finetune(cell.config)
     model = load_model(result.model_dir)
     scores = evaluate(model, test_sets, batch_size=batch_size, progress=False)

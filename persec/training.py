@@ -122,11 +122,16 @@ def read_checkpoint_state(path: str | Path, prefix: str = "") -> dict[str, torch
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def last_checkpoint(output_dir: str | Path) -> Path:
+    """Where a run in ``output_dir`` keeps its latest Lightning checkpoint."""
+    return Path(output_dir) / "checkpoints" / "last.ckpt"
+
+
 def resume_path(output_dir: Path, resume: bool) -> str | None:
     """``checkpoints/last.ckpt`` under ``output_dir`` when resuming (error if absent)."""
     if not resume:
         return None
-    last = output_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(output_dir)
     if not last.is_file():
         raise PersecError(f"--resume: no checkpoint at {last}")
     return os.fspath(last)

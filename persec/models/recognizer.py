@@ -157,9 +157,7 @@ class Recognizer(nn.Module):
         weights = path / ENCODER_WEIGHTS if path.is_dir() else path
         config_path = weights.with_name(ENCODER_CONFIG)
         if config_path.is_file():
-            saved = to_dict(
-                load_config_dict(EncoderConfig, read_json(config_path), source=str(config_path))
-            )
+            saved = to_dict(read_encoder_config(config_path))
             ours = to_dict(self.config.encoder)
             diff = [
                 f"{k}: checkpoint {saved[k]!r} vs model {ours[k]!r}"
@@ -171,6 +169,15 @@ class Recognizer(nn.Module):
                     f"encoder checkpoint {weights} does not match this model ({'; '.join(diff)})"
                 )
         load_state(self.encoder, read_safetensors(weights, "cpu"), str(weights))
+
+
+def read_encoder_config(path: str | Path) -> EncoderConfig:
+    """The :class:`EncoderConfig` in an ``encoder.json``.
+
+    Raises:
+        ConfigError: unknown key or wrong type, naming the file.
+    """
+    return load_config_dict(EncoderConfig, read_json(path), source=str(path))
 
 
 def save_encoder(encoder: nn.Module, config: EncoderConfig, directory: str | Path) -> Path:
