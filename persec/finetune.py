@@ -15,7 +15,14 @@ from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.systems import OptimConfig, RecognitionSystem
-from persec.training import TrainerConfig, build_trainer, read_checkpoint_state, resume_path
+from persec.training import (
+    TrainerConfig,
+    build_trainer,
+    kept_metrics,
+    read_checkpoint_state,
+    resume_path,
+    start_run,
+)
 
 logger = logging.getLogger("persec")
 
@@ -55,38 +62,52 @@ class FinetuneResult:
     seconds: float
 
 
-def finetune(config: FinetuneConfig) -> FinetuneResult:
+def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneResult:
     """Train a recognizer and save the best (by validation word accuracy, else the
-    last) weights to ``output_dir/model/``."""
+    last) weights to ``output_dir/model/``.
+
+    ``callbacks`` (Lightning callbacks) join persec's own. Under DDP every rank runs
+    this function; only rank 0 writes the model.
+    """
     out = Path(config.output_dir)
     if config.freeze_encoder and not config.init_encoder:
         logger.warning("freeze_encoder without init_encoder trains a decoder on a random encoder")
+    start_run(config.trainer)
     model = Recognizer(config.model)
     if config.init_encoder:
         model.load_encoder(config.init_encoder)
-    data = RecognitionDataModule(config.data, config.model.image, model.charset)
+    data = RecognitionDataModule(
+        config.data, config.model.image, model.charset, config.trainer.seed
+    )
     data.setup("fit")
     val_names = [getattr(d, "name", f"val{i}") for i, d in enumerate(data.val_sets)]
     if config.data.synth_val:
         val_names[-1] = "synth_heldout"
     system = RecognitionSystem(
-        model, config.optim, config.trainer.max_steps, val_names, config.freeze_encoder
+        model,
+        config.optim,
+        config.trainer.max_steps,
+        val_names,
+        config.freeze_encoder,
+        config.trainer.max_nonfinite,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
     monitor = "val/word_acc" if data.val_sets else None
     trainer, checkpoint = build_trainer(
-        config.trainer, out, monitor, grad_clip=config.optim.grad_clip
+        config.trainer, out, monitor, grad_clip=config.optim.grad_clip, callbacks=callbacks
     )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     ckpt = resume_path(out, config.resume)
     start = time.time()
-    trainer.fit(system, datamodule=data, ckpt_path=ckpt)
+    with kept_metrics(out, config.resume and trainer.is_global_zero):
+        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
     best = checkpoint.best_model_path
     if best:
         model.load_state_dict(read_checkpoint_state(best, prefix="model."))
     if trainer.global_step == 0:
         raise PersecError("training ran no step (check the data and trainer.max_steps)")
-    model_dir = model.save(out / "model")
+    model_dir = model.save(out / "model") if trainer.is_global_zero else out / "model"
     score = checkpoint.best_model_score
     return FinetuneResult(
         model_dir=model_dir,

@@ -27,7 +27,7 @@ from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.systems import OptimConfig, PretrainSystem
-from persec.training import TrainerConfig, build_trainer, resume_path
+from persec.training import TrainerConfig, build_trainer, kept_metrics, resume_path, start_run
 from persec.weights import load_state, read_json, read_safetensors, write_module
 
 logger = logging.getLogger("persec")
@@ -140,32 +140,52 @@ def load_pretrained(
     return encoder.eval(), objective.eval(), config
 
 
-def pretrain(config: PretrainConfig) -> PretrainResult:
-    """Pretrain an encoder and write it (and the perceivers) to ``output_dir``."""
+def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainResult:
+    """Pretrain an encoder and write it (and the perceivers) to ``output_dir``.
+
+    ``callbacks`` (Lightning callbacks) join persec's own. Under DDP every rank runs
+    this function; only rank 0 writes the outputs.
+    """
     out = Path(config.output_dir)
+    start_run(config.trainer)
     encoder, objective = build_pretraining(config)
-    data = UnlabelledDataModule(config.data, config.image)
+    data = UnlabelledDataModule(config.data, config.image, config.trainer.seed)
     data.setup("fit")
     system = PretrainSystem(
-        encoder, objective, config.optim, config.trainer.max_steps, val_seed=config.trainer.seed
+        encoder,
+        objective,
+        config.optim,
+        config.trainer.max_steps,
+        val_seed=config.trainer.seed,
+        max_nonfinite=config.trainer.max_nonfinite,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-    trainer, _ = build_trainer(config.trainer, out, None, grad_clip=config.optim.grad_clip)
+    trainer, _ = build_trainer(
+        config.trainer, out, None, grad_clip=config.optim.grad_clip, callbacks=callbacks
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     ckpt = resume_path(out, config.resume)
     start = time.time()
-    trainer.fit(system, datamodule=data, ckpt_path=ckpt)
+    with kept_metrics(out, config.resume and trainer.is_global_zero):
+        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step == 0:
         raise PersecError("training ran no step (check the data and trainer.max_steps)")
-    path = save_encoder(encoder, config.model, out)
-    save_perceivers(objective, config, out)
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    result = PretrainResult(
+        encoder_path=out / ENCODER_WEIGHTS,
+        steps=trainer.global_step,
+        seconds=time.time() - start,
+        final=final,
+    )
+    if not trainer.is_global_zero:
+        return result
+    save_encoder(encoder, config.model, out)
+    save_perceivers(objective, config, out)
     try:
         from persec.plots import plot_pretrain_curves
 
         plot_pretrain_curves(out / "metrics.csv", out / "curves.png")
     except PersecError as e:
         logger.warning("no curves plotted: %s", e)
-    return PretrainResult(
-        encoder_path=path, steps=trainer.global_step, seconds=time.time() - start, final=final
-    )
+    return result

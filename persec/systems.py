@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -9,8 +10,11 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
+from persec.errors import PersecError
 from persec.metrics import ScoreAccumulator
 from persec.models.recognizer import Recognizer
+
+logger = logging.getLogger("persec")
 
 
 @dataclass
@@ -75,7 +79,66 @@ def optimizer_and_schedule(params, config: OptimConfig, max_steps: int) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class RecognitionSystem(L.LightningModule):
+class _TrainingSystem(L.LightningModule):
+    """What both systems share: skipped-sample counts and the NaN/Inf guard, both
+    carried through checkpoints.
+
+    Args:
+        max_nonfinite: consecutive non-finite losses tolerated before stopping.
+    """
+
+    def __init__(self, max_nonfinite: int = 20):
+        super().__init__()
+        self.skipped: Counter[str] = Counter()
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_steps = 0  # steps skipped for a NaN/Inf loss, whole run
+        self._nonfinite_run = 0  # ... in a row, up to now
+
+    def checked_loss(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """``loss`` when it is finite on every rank; otherwise ``None``, which makes
+        Lightning skip the backward pass and leave the weights as they were (all ranks
+        agree, so DDP never waits on a rank that skipped).
+
+        Raises:
+            PersecError: ``max_nonfinite`` non-finite losses in a row.
+        """
+        finite = bool(torch.isfinite(loss.detach()).all())
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            self._nonfinite_run = 0
+            return loss
+        self._nonfinite_run += 1
+        self.nonfinite_steps += 1
+        if self._nonfinite_run >= self.max_nonfinite:
+            raise PersecError(
+                f"the loss was NaN/Inf for {self._nonfinite_run} steps in a row "
+                f"(last at step {self.global_step}); the weights are those before the "
+                "first of them. Lower optim.lr, raise optim.warmup_steps, check the data, "
+                "or train with trainer.precision=32-true"
+            )
+        logger.warning(
+            "step %d: the loss is %s; step skipped, weights unchanged (%d in a row)",
+            self.global_step,
+            float(loss.detach().float().mean()),
+            self._nonfinite_run,
+        )
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["persec"] = {
+            "skipped": dict(self.skipped),
+            "nonfinite_steps": self.nonfinite_steps,
+            "nonfinite_run": self._nonfinite_run,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("persec", {})
+        self.skipped = Counter(state.get("skipped", {}))
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self._nonfinite_run = state.get("nonfinite_run", 0)
+
+
+class RecognitionSystem(_TrainingSystem):
     """Supervised training of a :class:`Recognizer`, validated by word accuracy.
 
     Logs ``train/loss``, ``train/lr``, ``train/skipped`` and, per validation set,
@@ -89,6 +152,7 @@ class RecognitionSystem(L.LightningModule):
         val_names: display names of the validation sets, in dataloader order.
         freeze_encoder: train the decoder only (decoder-evaluation protocol); the
             encoder is kept in eval mode so its BatchNorm statistics stay fixed.
+        max_nonfinite: consecutive NaN/Inf losses tolerated (each step is skipped).
     """
 
     def __init__(
@@ -98,8 +162,9 @@ class RecognitionSystem(L.LightningModule):
         max_steps: int,
         val_names: list[str] | None = None,
         freeze_encoder: bool = False,
+        max_nonfinite: int = 20,
     ):
-        super().__init__()
+        super().__init__(max_nonfinite)
         self.model = model
         self.optim = optim
         self.max_steps = max_steps
@@ -107,7 +172,6 @@ class RecognitionSystem(L.LightningModule):
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.model.encoder.requires_grad_(False)
-        self.skipped: Counter[str] = Counter()
         self._scores: list[ScoreAccumulator] = []
 
     def _keep_encoder_frozen(self) -> None:
@@ -139,6 +203,8 @@ class RecognitionSystem(L.LightningModule):
         labels = self._labels(labels)
         logits = self.model(images, labels)  # (B, L, V)
         loss = self.model.loss(logits, labels)
+        if self.checked_loss(loss) is None:
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
         if skipped:
@@ -177,7 +243,7 @@ class RecognitionSystem(L.LightningModule):
         return optimizer_and_schedule(self.model.parameters(), self.optim, self.max_steps)
 
 
-class PretrainSystem(L.LightningModule):
+class PretrainSystem(_TrainingSystem):
     """Self-supervised pretraining of an encoder with the PerSec (or SeqCLR) objective.
 
     Logs every term the objective reports, under ``train/`` and ``val/``; for PerSec,
@@ -196,6 +262,7 @@ class PretrainSystem(L.LightningModule):
         optim: optimiser settings (Adam 1e-4 with warm-up [paper]).
         max_steps: training length (for the schedule).
         val_seed: seed of the validation masks.
+        max_nonfinite: consecutive NaN/Inf losses tolerated (each step is skipped).
     """
 
     def __init__(
@@ -205,14 +272,14 @@ class PretrainSystem(L.LightningModule):
         optim: OptimConfig,
         max_steps: int,
         val_seed: int = 0,
+        max_nonfinite: int = 20,
     ):
-        super().__init__()
+        super().__init__(max_nonfinite)
         self.encoder = encoder
         self.objective = objective
         self.optim = optim
         self.max_steps = max_steps
         self.val_seed = val_seed
-        self.skipped: Counter[str] = Counter()
 
     def _log_terms(self, stage: str, logs: dict, batch_size: int, **kwargs) -> None:
         for key, value in logs.items():
@@ -225,6 +292,8 @@ class PretrainSystem(L.LightningModule):
             return None
         self.objective.set_step(self.global_step)
         out = self.objective(self.encoder, images)
+        if self.checked_loss(out.loss) is None:
+            return None
         b = images.size(0)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
         for key, value in out.logs.items():  # e.g. stroke/acc, semantic/acc, seqclr/acc

@@ -1,19 +1,26 @@
-"""Shared Lightning plumbing for ``persec finetune`` (and later ``pretrain``): the
-trainer config, loggers, checkpoints, seeding and safe checkpoint reading.
+"""Shared Lightning plumbing for ``persec pretrain`` and ``persec finetune``: the
+trainer config, loggers, checkpoints (written atomically, read without unpickling
+code), seeding, and the random-number state that makes ``--resume`` exact.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import random
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from persec.errors import PersecError
 
@@ -30,8 +37,16 @@ class TrainerConfig:
         log_every: log training scalars every N steps.
         precision: Lightning precision, e.g. ``32-true`` or ``bf16-mixed``.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
-        devices: devices per node.
+        devices: devices (processes on CPU) per node; more than one trains with DDP.
         num_nodes: nodes.
+        strategy: Lightning strategy; ``auto`` is DDP (gloo on CPU, NCCL on GPU)
+            when ``devices * num_nodes > 1``.
+        sync_batchnorm: BatchNorm statistics over the global batch under DDP (else
+            per rank, with rank 0's buffers broadcast at every step).
+        checkpoint_every: also write ``checkpoints/last.ckpt`` every N steps (0 = only
+            at validation and at the end); what a preempted run resumes from.
+        max_nonfinite: stop after this many consecutive steps with a NaN/Inf loss
+            (each one is skipped: no update, a warning).
         seed: global seed (model init, shuffling, augmentation).
         threads: torch CPU threads (0 = torch's default).
         progress: show a progress bar.
@@ -45,6 +60,10 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    checkpoint_every: int = 0
+    max_nonfinite: int = 20
     seed: int = 0
     threads: int = 0
     progress: bool = True
@@ -58,6 +77,122 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Experiment logs directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*isinstance.*treespec.*")
+    # persec's own sampler restarts mid-epoch exactly (ResumableSampler), and a
+    # skipped NaN step is reported by the system itself.
+    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", ".*Total length of `list` across ranks is zero.*")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same directory, flushed to disk,
+    then renamed over the target: a kill during a save leaves the previous checkpoint
+    whole. Reading never unpickles code (``weights_only=True``)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:  # make the rename itself durable
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # some filesystems cannot fsync a directory
+            pass
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except Exception as e:
+            raise PersecError(f"cannot read checkpoint {path} safely: {e}") from e
+
+
+def capture_rng() -> dict:
+    """The state of every global random-number generator training draws from (torch
+    CPU and CUDA, NumPy, Python), as tensors and plain values a ``weights_only``
+    load accepts."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": [int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Put back what :func:`capture_rng` took."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ExactResume(Callback):
+    """Saves the random-number state with every checkpoint and puts it back when
+    training resumes, so masks, quantizer noise and dropout after a resume are the
+    ones the uninterrupted run draws. Validation runs on a fork of the state: whether
+    or not it runs between a save and the next step changes nothing."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+        self._before_val: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"rng": capture_rng()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._pending is not None:
+            restore_rng(self._pending)
+            self._pending = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._before_val = capture_rng()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._before_val is not None:
+            restore_rng(self._before_val)
+            self._before_val = None
+
+
+class PeriodicCheckpoint(Callback):
+    """Write the full training state to ``path`` every ``every`` optimiser steps."""
+
+    def __init__(self, every: int, path: Path):
+        self.every, self.path = every, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+
+def start_run(config: TrainerConfig) -> None:
+    """Set threads and seed every generator from ``config.seed``. Call it before the
+    model is built: initial weights are drawn from the seeded generators."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    L.seed_everything(config.seed, workers=True, verbose=False)
 
 
 def build_trainer(
@@ -66,14 +201,18 @@ def build_trainer(
     monitor: str | None,
     mode: str = "max",
     grad_clip: float = 0.0,
+    callbacks: list[Callback] | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Lightning trainer writing TensorBoard logs, ``metrics.csv`` and checkpoints
     under ``output_dir`` (``checkpoints/last.ckpt`` for ``--resume``); gradients are
-    clipped to norm ``grad_clip`` (0 = off)."""
+    clipped to norm ``grad_clip`` (0 = off). ``callbacks`` are added to persec's own.
+
+    The data modules shard the training set over ranks themselves (Lightning's
+    distributed sampler is off): see :class:`~persec.data.sampler.ResumableSampler`.
+    """
     quiet_lightning()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    L.seed_everything(config.seed, workers=True, verbose=False)
+    if config.checkpoint_every < 0 or config.max_nonfinite < 1:
+        raise PersecError("trainer.checkpoint_every must be >= 0 and trainer.max_nonfinite >= 1")
     checkpoint = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best",
@@ -82,7 +221,11 @@ def build_trainer(
         save_last=True,
         save_top_k=1 if monitor else 0,
         auto_insert_metric_name=False,
+        enable_version_counter=False,  # one last.ckpt, also written by PeriodicCheckpoint
     )
+    extra: list[Callback] = [ExactResume(), checkpoint]
+    if config.checkpoint_every:
+        extra.append(PeriodicCheckpoint(config.checkpoint_every, last_checkpoint(output_dir)))
     loggers = [
         TensorBoardLogger(output_dir, name="tb", version=""),
         CSVLogger(output_dir, name="", version=""),
@@ -98,7 +241,11 @@ def build_trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
-        callbacks=[checkpoint],
+        strategy=config.strategy,
+        sync_batchnorm=config.sync_batchnorm,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[*extra, *(callbacks or [])],
         logger=loggers,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
@@ -135,3 +282,45 @@ def resume_path(output_dir: Path, resume: bool) -> str | None:
     if not last.is_file():
         raise PersecError(f"--resume: no checkpoint at {last}")
     return os.fspath(last)
+
+
+def _merge_metrics(old: Path, new: Path, out: Path) -> None:
+    """``old`` rows logged before the first step of ``new``, then ``new``'s rows (the
+    steps a killed run logged after its last checkpoint were run again)."""
+    with open(old, newline="") as f:
+        old_reader = csv.DictReader(f)
+        old_rows, fields = list(old_reader), list(old_reader.fieldnames or [])
+    new_rows: list[dict] = []
+    if new.is_file():
+        with open(new, newline="") as f:
+            new_reader = csv.DictReader(f)
+            new_rows = list(new_reader)
+            fields += [k for k in new_reader.fieldnames or [] if k not in fields]
+    first = min((int(r["step"]) for r in new_rows if r.get("step")), default=None)
+    kept = [r for r in old_rows if first is None or int(r.get("step") or 0) < first]
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + new_rows)
+    os.replace(tmp, out)
+
+
+@contextmanager
+def kept_metrics(output_dir: Path, resume: bool) -> Iterator[None]:
+    """Keep ``metrics.csv`` across ``--resume`` (Lightning's CSV logger starts a new
+    file): the earlier rows wait in ``metrics-before-resume.csv`` and are merged back
+    when training ends, even if it ends with an error."""
+    metrics = output_dir / "metrics.csv"
+    stash = output_dir / "metrics-before-resume.csv"
+    if resume and metrics.is_file():
+        if stash.is_file():  # an earlier resume was killed before merging
+            _merge_metrics(stash, metrics, stash)
+        else:
+            os.replace(metrics, stash)
+    try:
+        yield
+    finally:
+        if stash.is_file():
+            _merge_metrics(stash, metrics, metrics)
+            stash.unlink()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from persec.commands import add_config_arguments
+from persec.commands import add_config_arguments, training_overrides
 from persec.config import load_config
 
 HELP = "train a recognizer (from scratch or a pretrained encoder)"
@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
         "(e.g. trainer.max_steps=2000 output_dir=runs/x data.synth_train=100000). "
         "The best model (validation word accuracy) is saved to OUTPUT_DIR/model/.",
     )
-    add_config_arguments(parser, "configs/finetune/*.yaml", resume=True)
+    add_config_arguments(parser, "configs/finetune/*.yaml", training=True)
     parser.add_argument(
         "--init-encoder", metavar="PATH", help="start from a pretrained encoder.safetensors"
     )
@@ -39,15 +39,13 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from persec.finetune import FinetuneConfig, finetune
 
-    overrides = list(args.overrides)
+    overrides = training_overrides(args)
     if args.init_encoder:
         overrides.append(f"init_encoder={args.init_encoder}")
     if args.freeze_encoder:
         overrides.append("freeze_encoder=true")
     if args.label_fraction is not None:
         overrides.append(f"data.label_fraction={args.label_fraction}")
-    if args.resume:
-        overrides.append("resume=true")
     config = load_config(FinetuneConfig, args.config, overrides)
     result = finetune(config)
     acc = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from persec.commands import add_config_arguments
+from persec.commands import add_config_arguments, training_overrides
 from persec.config import load_config
 
 HELP = "pretrain an encoder on unlabelled images (PerSec, or SeqCLR)"
@@ -21,16 +21,14 @@ def add_parser(subparsers) -> None:
         "OUTPUT_DIR/encoder.safetensors (for `persec finetune --init-encoder`), "
         "metrics.csv, TensorBoard logs and curves.png.",
     )
-    add_config_arguments(parser, "configs/pretrain/*.yaml", resume=True)
+    add_config_arguments(parser, "configs/pretrain/*.yaml", training=True)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from persec.pretrain import PretrainConfig, pretrain
 
-    overrides = list(args.overrides)
-    if args.resume:
-        overrides.append("resume=true")
+    overrides = training_overrides(args)
     config = load_config(PretrainConfig, args.config, overrides)
     result = pretrain(config)
     parts = []

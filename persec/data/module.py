@@ -14,6 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from persec.charset import Charset
 from persec.data.dataset import collate_samples, open_dataset
+from persec.data.sampler import ResumableSampler
 from persec.data.synth import SynthConfig, SynthDataset
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor
@@ -84,12 +85,14 @@ class _ImageDataModule(L.LightningDataModule):
 
     Subclasses implement ``_open`` (one path on disk); ``config`` needs ``train``,
     ``synth_train``, ``synth_seed``, ``val``, ``synth_val``, ``synth_val_seed``,
-    ``synth``, ``batch_size`` and ``workers``.
+    ``synth``, ``batch_size`` and ``workers``. ``seed`` fixes the training order
+    (see :class:`~persec.data.sampler.ResumableSampler`).
     """
 
-    def __init__(self, config, image: ImageConfig):
+    def __init__(self, config, image: ImageConfig, seed: int = 0):
         super().__init__()
         self.config = config
+        self.seed = seed
         self.transform = ToTensor(image)
         self.train_set: Dataset | None = None
         self.val_sets: list[Dataset] = []
@@ -125,23 +128,37 @@ class _ImageDataModule(L.LightningDataModule):
             self.val_sets = self.build_val()
             logger.info("training samples: %d", len(self.train_set))
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
         workers = self.config.workers
         return DataLoader(
             dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
+            batch_size=sampler.batch_len if sampler else self.config.batch_size,
+            sampler=sampler,
             num_workers=workers,
             collate_fn=collate_samples,
             persistent_workers=workers > 0,
-            drop_last=shuffle and len(dataset) >= self.config.batch_size,
+            # Its own generator: creating an iterator draws worker seeds from it, and a
+            # draw from the global one would shift every random number after a resume.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def train_sampler(self) -> ResumableSampler:
+        """This rank's share of the training set, positioned at the trainer's step
+        (non-zero after ``--resume``: the run goes on with the samples it would have
+        read next)."""
+        trainer = self.trainer  # None outside a Trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = ResumableSampler(
+            len(self.train_set), self.config.batch_size, self.seed, rank, world
+        )
+        sampler.start_at_step(trainer.global_step if trainer else 0)
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, self.train_sampler())
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d, shuffle=False) for d in self.val_sets]
+        return [self._loader(d) for d in self.val_sets]
 
 
 class RecognitionDataModule(_ImageDataModule):
@@ -151,8 +168,10 @@ class RecognitionDataModule(_ImageDataModule):
     (see :func:`~persec.data.dataset.collate_samples`).
     """
 
-    def __init__(self, config: RecognitionDataConfig, image: ImageConfig, charset: Charset):
-        super().__init__(config, image)
+    def __init__(
+        self, config: RecognitionDataConfig, image: ImageConfig, charset: Charset, seed: int = 0
+    ):
+        super().__init__(config, image, seed)
         self.charset = charset
 
     def _open(self, path: str) -> Dataset:
@@ -173,8 +192,8 @@ class UnlabelledDataModule(_ImageDataModule):
     """Lightning data module for pretraining: batches are ``(images (B, C, H, W),
     labels (ignored), skipped Counter)``."""
 
-    def __init__(self, config: PretrainDataConfig, image: ImageConfig):
-        super().__init__(config, image)
+    def __init__(self, config: PretrainDataConfig, image: ImageConfig, seed: int = 0):
+        super().__init__(config, image, seed)
 
     def _open(self, path: str) -> Dataset:
         return open_dataset(path, unlabelled=True, transform=self.transform)

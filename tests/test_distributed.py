@@ -1,0 +1,75 @@
+"""Two-process DDP on CPU (gloo) through ``pretrain`` and ``finetune``: each rank reads
+its own half of every epoch, and both end with the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_resume import FINETUNE_TINY, PRETRAIN_TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory):
+    """32 rendered word images: 4 batches of 4 per rank and epoch with 2 ranks."""
+    from persec.cli import main
+
+    out = tmp_path_factory.mktemp("data") / "words"
+    assert main(["render", "--out", str(out), "--n", "32", "--workers", "0", "--seed", "6"]) == 0
+    return out
+
+
+def _run_ddp(command: str, tiny: list[str], words: Path, tmp_path: Path) -> Path:
+    probe = tmp_path / "probe"
+    argv = [*tiny, f"data.train=[{words}]", "data.batch_size=4", "trainer.max_steps=6"]
+    argv += ["trainer.accelerator=cpu", "trainer.devices=2", f"output_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ddp_probe.py"), command, str(probe), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return probe
+
+
+def _check_ranks(probe: Path) -> None:
+    info = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["world_size"] for i in info] == [2, 2]
+    assert [i["steps"] for i in info] == [6, 6]
+    first = [set(i["seen"]["0"]) for i in info]  # epoch 0: 4 steps × 4 images per rank
+    assert [len(s) for s in first] == [16, 16]
+    assert not first[0] & first[1], "ranks read the same images"
+    assert len(first[0] | first[1]) == 32  # together they read the whole set once
+    left, right = (
+        load_file(str(probe / "rank0.safetensors")),
+        load_file(str(probe / "rank1.safetensors")),
+    )
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), key
+
+
+@pytest.mark.slow
+def test_ddp_pretraining_two_cpu_processes(words, tmp_path):
+    probe = _run_ddp("pretrain", PRETRAIN_TINY, words, tmp_path)
+    _check_ranks(probe)
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_finetuning_two_cpu_processes(words, tmp_path):
+    probe = _run_ddp("finetune", FINETUNE_TINY, words, tmp_path)
+    _check_ranks(probe)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
