@@ -20,6 +20,7 @@ from persec.errors import PersecError
 COMMANDS = [
     "render",
     "data",
+    "shard",
     "pretrain",
     "finetune",
     "eval",

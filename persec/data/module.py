@@ -15,6 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from persec.charset import Charset
 from persec.data.dataset import collate_samples, open_dataset
 from persec.data.sampler import ResumableSampler
+from persec.data.shards import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamLoader
 from persec.data.synth import SynthConfig, SynthDataset
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor
@@ -28,6 +29,12 @@ class PretrainDataConfig:
 
     Attributes:
         train: LMDB trees, gt.txt folders or (unlabelled only) plain image folders.
+        shards: a corpus of tar and/or LMDB shards (files or directory trees, see
+            ``persec shard``), streamed, not indexed: memory independent of corpus
+            size. Split across ranks and loader workers by shard; a resumed run
+            restarts its epoch. Pretraining only; not combined with ``train`` or
+            ``synth_train``.
+        shuffle_buffer: samples each loader worker holds to shuffle ``shards`` (0: off).
         synth_train: rendered training images (0 = none); index i is image i of
             ``persec render --seed synth_seed``.
         synth_seed: renderer seed for the training images.
@@ -40,6 +47,8 @@ class PretrainDataConfig:
     """
 
     train: list[str] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     synth_train: int = 0
     synth_seed: int = 0
     val: list[str] = field(default_factory=list)
@@ -101,8 +110,10 @@ class _ImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def build_train(self) -> Dataset:
-        """All training sources, concatenated."""
+        """All training sources, concatenated (or the stream of ``data.shards``)."""
         c = self.config
+        if c.shards:
+            return self.build_stream()
         parts: list[Dataset] = [self._open(p) for p in c.train]
         if c.synth_train > 0:
             parts.append(
@@ -126,7 +137,10 @@ class _ImageDataModule(L.LightningDataModule):
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self.build_train()
             self.val_sets = self.build_val()
-            logger.info("training samples: %d", len(self.train_set))
+            if isinstance(self.train_set, ShardStream):
+                logger.info("training data: %s", self.train_set)
+            else:
+                logger.info("training samples: %d", len(self.train_set))
 
     def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
         workers = self.config.workers
@@ -154,7 +168,29 @@ class _ImageDataModule(L.LightningDataModule):
         sampler.start_at_step(trainer.global_step if trainer else 0)
         return sampler
 
+    def build_stream(self) -> ShardStream:
+        """The streamed corpus of ``data.shards``: unlabelled, so pretraining only."""
+        raise PersecError("data.shards streams unlabelled images for pretraining only")
+
+    def _stream_loader(self) -> DataLoader:
+        """This rank's shards of ``data.shards``, in the order of the trainer's epoch
+        (a resumed run restarts that epoch; workers restart every epoch)."""
+        stream: ShardStream = self.train_set  # type: ignore[assignment]
+        trainer = self.trainer  # None outside a Trainer
+        if trainer:
+            stream.set_distributed(trainer.global_rank, trainer.world_size)
+        return StreamLoader(
+            stream,
+            epoch_fn=(lambda: trainer.current_epoch) if trainer else None,
+            batch_size=self.config.batch_size,
+            num_workers=self.config.workers,
+            collate_fn=collate_samples,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
     def train_dataloader(self) -> DataLoader:
+        if isinstance(self.train_set, ShardStream):
+            return self._stream_loader()
         return self._loader(self.train_set, self.train_sampler())
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -197,6 +233,16 @@ class UnlabelledDataModule(_ImageDataModule):
 
     def _open(self, path: str) -> Dataset:
         return open_dataset(path, unlabelled=True, transform=self.transform)
+
+    def build_stream(self) -> ShardStream:
+        """The images of ``data.shards``, streamed (labels not read)."""
+        c = self.config
+        if c.train or c.synth_train:
+            raise PersecError(
+                "data.shards cannot be combined with data.train or data.synth_train: "
+                "stream one corpus (`persec shard` converts the others into shards)"
+            )
+        return ShardStream(c.shards, self.transform, self.seed, c.shuffle_buffer, unlabelled=True)
 
     def build_val(self) -> list[Dataset]:
         """All validation sources as one set: pretraining metrics are not per source."""
