@@ -18,6 +18,7 @@ from persec.systems import OptimConfig, RecognitionSystem
 from persec.training import (
     TrainerConfig,
     build_trainer,
+    compile_encoder,
     kept_metrics,
     read_checkpoint_state,
     resume_path,
@@ -76,6 +77,8 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     model = Recognizer(config.model)
     if config.init_encoder:
         model.load_encoder(config.init_encoder)
+    if config.trainer.compile:
+        compile_encoder(model.encoder)
     data = RecognitionDataModule(
         config.data, config.model.image, model.charset, config.trainer.seed
     )

@@ -27,7 +27,14 @@ from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.systems import OptimConfig, PretrainSystem
-from persec.training import TrainerConfig, build_trainer, kept_metrics, resume_path, start_run
+from persec.training import (
+    TrainerConfig,
+    build_trainer,
+    compile_encoder,
+    kept_metrics,
+    resume_path,
+    start_run,
+)
 from persec.weights import load_state, read_json, read_safetensors, write_module
 
 logger = logging.getLogger("persec")
@@ -149,6 +156,8 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
     out = Path(config.output_dir)
     start_run(config.trainer)
     encoder, objective = build_pretraining(config)
+    if config.trainer.compile:
+        compile_encoder(encoder)
     data = UnlabelledDataModule(config.data, config.image, config.trainer.seed)
     data.setup("fit")
     system = PretrainSystem(

@@ -43,6 +43,8 @@ class TrainerConfig:
             when ``devices * num_nodes > 1``.
         sync_batchnorm: BatchNorm statistics over the global batch under DDP (else
             per rank, with rank 0's buffers broadcast at every step).
+        compile: ``torch.compile`` each part of the encoder (stem, stages,
+            aggregators) before training; weights and checkpoints are unchanged.
         checkpoint_every: also write ``checkpoints/last.ckpt`` every N steps (0 = only
             at validation and at the end); what a preempted run resumes from.
         max_nonfinite: stop after this many consecutive steps with a NaN/Inf loss
@@ -62,6 +64,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     sync_batchnorm: bool = False
+    compile: bool = False
     checkpoint_every: int = 0
     max_nonfinite: int = 20
     seed: int = 0
@@ -185,6 +188,15 @@ class PeriodicCheckpoint(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every == 0:
             trainer.save_checkpoint(self.path)
+
+
+def compile_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
+    """Compile each child of ``encoder`` in place (``nn.Module.compile``): the objectives
+    call the encoder's parts separately (``encode_low``, aggregators), and parameter
+    names stay as they are, so checkpoints and saved weights do not change."""
+    for child in encoder.children():
+        child.compile()
+    return encoder
 
 
 def start_run(config: TrainerConfig) -> None:
