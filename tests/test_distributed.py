@@ -1,5 +1,6 @@
 """Two-process DDP on CPU (gloo) through ``pretrain`` and ``finetune``: each rank reads
-its own half of every epoch, and both end with the same weights."""
+its own half of every epoch, and both end with the same weights; on a streamed corpus
+whose shards split unevenly the ranks still take the same steps."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def words(tmp_path_factory):
     return out
 
 
-def _run_ddp(command: str, tiny: list[str], words: Path, tmp_path: Path) -> Path:
+def _run_ddp(
+    command: str, tiny: list[str], words: Path, tmp_path: Path, data: str = "train"
+) -> Path:
     probe = tmp_path / "probe"
-    argv = [*tiny, f"data.train=[{words}]", "data.batch_size=4", "trainer.max_steps=6"]
+    argv = [*tiny, f"data.{data}=[{words}]", "data.batch_size=4", "trainer.max_steps=6"]
     argv += ["trainer.accelerator=cpu", "trainer.devices=2", f"output_dir={tmp_path / 'run'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -44,10 +47,20 @@ def _run_ddp(command: str, tiny: list[str], words: Path, tmp_path: Path) -> Path
     return probe
 
 
-def _check_ranks(probe: Path) -> None:
+def _same_weights(probe: Path) -> list[dict]:
     info = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["world_size"] for i in info] == [2, 2]
     assert [i["steps"] for i in info] == [6, 6]
+    left = load_file(str(probe / "rank0.safetensors"))
+    right = load_file(str(probe / "rank1.safetensors"))
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), key
+    return info
+
+
+def _check_ranks(probe: Path) -> None:
+    info = _same_weights(probe)
     first = [set(i["seen"]["0"]) for i in info]  # epoch 0: 4 steps × 4 images per rank
     assert [len(s) for s in first] == [16, 16]
     assert not first[0] & first[1], "ranks read the same images"
@@ -73,3 +86,12 @@ def test_ddp_finetuning_two_cpu_processes(words, tmp_path):
     probe = _run_ddp("finetune", FINETUNE_TINY, words, tmp_path)
     _check_ranks(probe)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_pretraining_on_unequal_shards_does_not_hang(words, tmp_path, run_cli):
+    shards = tmp_path / "shards"  # 10 + 10 + 10 + 2 images: the ranks get 20 and 12
+    assert run_cli(["shard", str(words), "--out", str(shards), "--per-shard", "10"])[0] == 0
+    probe = _run_ddp("pretrain", PRETRAIN_TINY, shards, tmp_path, data="shards")
+    info = _same_weights(probe)
+    assert [sum(len(v) for v in i["seen"].values()) for i in info] == [24, 24]

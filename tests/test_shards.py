@@ -4,6 +4,7 @@ ranks and loader workers, the shuffle buffer, skips, and pretraining on shards."
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 import tarfile
@@ -208,6 +209,21 @@ def test_stream_loader_moves_to_the_next_epoch(corpus) -> None:
     assert sorted(passes[0]) == sorted(passes[1])
     with pytest.raises(ValueError, match="persistent"):
         StreamLoader(stream, num_workers=1, persistent_workers=True)
+
+
+def test_endless_stream_reads_epoch_after_epoch_and_refuses_empty_shards(corpus, tmp_path) -> None:
+    stream = ShardStream([corpus], seed=3, shuffle_buffer=8, rank=0, world_size=2)
+    stream.endless = True
+    epoch0, epoch1 = _labels(stream), stream.raw_samples(0, 1, epoch=1)
+    first = list(itertools.islice(iter(stream), 3 * len(epoch0)))
+    assert [label for _, label in first[: len(epoch0)]] == epoch0
+    assert [label for _, label in first[len(epoch0) : 2 * len(epoch0)]] != epoch0
+    assert {label for _, label in first} >= {r.label for r in epoch1}
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()  # a shard with no sample
+    stream = ShardStream([empty], endless=True)
+    with pytest.raises(DataError, match="no readable image"):
+        next(iter(stream))
 
 
 def test_corrupt_members_are_skipped_and_counted(tmp_path) -> None:

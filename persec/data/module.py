@@ -174,11 +174,15 @@ class _ImageDataModule(L.LightningDataModule):
 
     def _stream_loader(self) -> DataLoader:
         """This rank's shards of ``data.shards``, in the order of the trainer's epoch
-        (a resumed run restarts that epoch; workers restart every epoch)."""
+        (a resumed run restarts that epoch; workers restart every epoch). Under DDP
+        the stream is endless, so ranks never wait on each other at an epoch end;
+        training stops at ``trainer.max_steps``."""
         stream: ShardStream = self.train_set  # type: ignore[assignment]
         trainer = self.trainer  # None outside a Trainer
         if trainer:
             stream.set_distributed(trainer.global_rank, trainer.world_size)
+            # Under DDP every rank must take the same number of steps: no epoch ends.
+            stream.endless = trainer.world_size > 1
         return StreamLoader(
             stream,
             epoch_fn=(lambda: trainer.current_epoch) if trainer else None,

@@ -268,6 +268,9 @@ class ShardStream(IterableDataset):
         rank / world_size: this process's share (see :meth:`set_distributed`).
         epoch: the epoch the next pass reads (see :meth:`set_epoch`).
         unlabelled: do not read labels; items get ``None``.
+        endless: one pass reads epoch after epoch and never ends. DDP needs it: ranks
+            whose shards hold different numbers of samples would otherwise end their
+            epochs at different steps and wait on each other forever.
 
     Raises:
         DataError: no shard under ``paths`` (see :func:`list_shards`).
@@ -284,6 +287,7 @@ class ShardStream(IterableDataset):
         world_size: int = 1,
         epoch: int = 0,
         unlabelled: bool = False,
+        endless: bool = False,
     ):
         if shuffle_buffer < 0:
             raise DataError(f"shuffle buffer must be >= 0, got {shuffle_buffer}")
@@ -293,6 +297,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.shuffle = shuffle
         self.unlabelled = unlabelled
+        self.endless = endless
         self.epoch = epoch
         self.set_distributed(rank, world_size)
 
@@ -306,44 +311,64 @@ class ShardStream(IterableDataset):
             raise DataError(f"rank must be in [0, {world_size}), got {rank}")
         self.rank, self.world_size = rank, world_size
 
-    def my_shards(self, worker: int = 0, num_workers: int = 1) -> list[Path]:
-        """The shards one loader worker of this rank reads in the current epoch."""
+    def my_shards(
+        self, worker: int = 0, num_workers: int = 1, epoch: int | None = None
+    ) -> list[Path]:
+        """The shards one loader worker of this rank reads in ``epoch`` (default: the
+        current one)."""
+        epoch = self.epoch if epoch is None else epoch
         order = assign_shards(
-            len(self.shards), self.epoch, self.seed, self.rank, self.world_size,
+            len(self.shards), epoch, self.seed, self.rank, self.world_size,
             worker, num_workers, self.shuffle,
         )  # fmt: skip
         return [self.shards[i] for i in order]
 
-    def raw_samples(self, worker: int = 0, num_workers: int = 1) -> Iterator[RawSample | Skipped]:
-        """Undecoded samples of one worker's share, after the shuffle buffer."""
+    def raw_samples(
+        self, worker: int = 0, num_workers: int = 1, epoch: int | None = None
+    ) -> Iterator[RawSample | Skipped]:
+        """Undecoded samples of one worker's share of ``epoch`` (default: the current
+        one), after the shuffle buffer."""
+        epoch = self.epoch if epoch is None else epoch
         records = itertools.chain.from_iterable(
             read_lmdb_shard(p, self.unlabelled) if p.is_dir()
             else read_tar_shard(p, self.unlabelled)
-            for p in self.my_shards(worker, num_workers)
+            for p in self.my_shards(worker, num_workers, epoch)
         )  # fmt: skip
         if not self.shuffle or self.shuffle_buffer <= 1:
             return records
-        rng = _rng(self.seed, self.epoch, self.rank, worker)
+        rng = _rng(self.seed, epoch, self.rank, worker)
         return buffered_shuffle(records, self.shuffle_buffer, rng)
 
     def __iter__(self) -> Iterator[tuple[Any, str | None] | Skipped]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for record in self.raw_samples(worker, num_workers):
-            if isinstance(record, Skipped):
-                yield record
-                continue
-            try:
-                image = decode_image(record.data)
-            except ImageDecodeError:
-                yield Skipped(UNDECODABLE, record.source)
-                continue
-            yield (image if self.transform is None else self.transform(image)), record.label
+        epoch = self.epoch
+        while True:
+            images = 0
+            for record in self.raw_samples(worker, num_workers, epoch):
+                if isinstance(record, Skipped):
+                    yield record
+                    continue
+                try:
+                    image = decode_image(record.data)
+                except ImageDecodeError:
+                    yield Skipped(UNDECODABLE, record.source)
+                    continue
+                images += 1
+                yield (image if self.transform is None else self.transform(image)), record.label
+            if not self.endless:
+                return
+            if images == 0:  # endless over nothing would spin forever
+                raise DataError(
+                    f"rank {self.rank}, loader worker {worker}: no readable image in its "
+                    f"shards of epoch {epoch}: {', '.join(map(str, self.my_shards(worker, num_workers, epoch)))}"
+                )
+            epoch += 1
 
     def __repr__(self) -> str:
         return (
             f"ShardStream({len(self.shards)} shards, rank {self.rank}/{self.world_size}, "
-            f"epoch {self.epoch}, buffer {self.shuffle_buffer})"
+            f"epoch {self.epoch}, buffer {self.shuffle_buffer}{', endless' if self.endless else ''})"
         )
 
 
