@@ -115,10 +115,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             pass
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as e:
-            raise PersecError(f"cannot read checkpoint {path} safely: {e}") from e
+        return load_checkpoint_safely(path, map_location or "cpu")
+
+
+def load_checkpoint_safely(path: str | Path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain values only; a file
+    that holds anything else (e.g. pickled code) is refused before any of it runs.
+
+    Raises:
+        PersecError: one line naming the file and what torch refused.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        # torch's message goes on to explain how to load the file unsafely: keep its
+        # first line, which says what was refused.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PersecError(
+            f"cannot read checkpoint {path} safely ({reason}); persec only loads tensors "
+            "and plain values from checkpoints and never runs code stored in them"
+        ) from e
 
 
 def capture_rng() -> dict:
@@ -271,10 +287,7 @@ def build_trainer(
 def read_checkpoint_state(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
     """Tensors of a Lightning checkpoint's ``state_dict`` (``weights_only`` load: no
     code runs), with ``prefix`` stripped from the keys that have it."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PersecError(f"cannot read checkpoint {path} safely: {e}") from e
+    ckpt = load_checkpoint_safely(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise PersecError(f"{path} holds no state_dict")

@@ -179,6 +179,14 @@ def read_num_samples(txn: lmdb.Transaction, path: Path) -> int:
         raise DataError(f"LMDB {path}: 'num-samples' is not an integer: {raw[:40]!r}") from None
     if n < 0:
         raise DataError(f"LMDB {path}: 'num-samples' is negative ({n})")
+    # Every sample needs at least its image key: a count beyond that is corrupt, and
+    # trusting it would mean scanning (or sampling) billions of keys that are not there.
+    entries = txn.stat()["entries"]
+    if n + 1 > entries:
+        raise DataError(
+            f"LMDB {path}: 'num-samples' is {n} but the database holds only {entries} "
+            "entries; it is corrupt or not in the clovaai/parseq format"
+        )
     return n
 
 
