@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from persec.commands.render import encode, render_samples  # noqa: E402
+from persec.commands.render import render_samples  # noqa: E402
 from persec.data.synth import HardSynthConfig, SynthConfig, WordRenderer  # noqa: E402
+from persec.image import encode_image  # noqa: E402
 
 
 def _rate(fn, n: int) -> float:
@@ -44,7 +45,7 @@ def measure(renderer: WordRenderer, n: int, workers: int) -> dict[str, float]:
 
     def render_png():
         for i in range(n):
-            encode(renderer.render(i)[0], "png")
+            encode_image(renderer.render(i)[0], "png")
 
     def pool():
         for _ in render_samples(renderer, n, workers, "png"):
