@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from persec.data.module import label_subset
+from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.systems import OptimConfig, lr_factor
 
@@ -50,6 +51,25 @@ def test_label_subset_is_deterministic_and_sized():
     assert list(a) != list(c)
     assert label_subset(data, 1.0, seed=0) is data
     assert len(set(a)) == 100
+
+
+def test_train_repeat_reads_real_sets_k_times_and_rendered_once(words):
+    from persec.charset import Charset
+    from persec.data.module import RecognitionDataConfig, RecognitionDataModule
+    from persec.image import ImageConfig
+
+    def size(**kw) -> int:
+        config = RecognitionDataConfig(train=[str(words)], synth_train=10, **kw)
+        return len(
+            RecognitionDataModule(
+                config, ImageConfig(), Charset.from_spec("36_lowercase")
+            ).build_train()
+        )
+
+    assert size() == 64 + 10
+    assert size(train_repeat=3) == 3 * 64 + 10
+    with pytest.raises(PersecError, match="train_repeat must be >= 1"):
+        size(train_repeat=0)
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from data_factory import (
@@ -135,3 +136,32 @@ def test_skip_report_merges_folder_and_lmdb_reports(tmp_path):
     total = SkipReport("all")
     total.merge(FolderDataset(tmp_path / "a").report).merge(LmdbDataset(tmp_path / "b").report)
     assert total.summary() == "all: 3 samples, 2 kept, 1 skipped (empty label: 1)"
+
+
+def test_split_is_disjoint_complete_seeded_and_refuses_reuse(tmp_path, run_cli):
+    samples = [(png(seed=i), f"word{i}") for i in range(12)]
+    write_gt_folder(tmp_path / "src", samples)
+    code, out, err = run_cli(
+        ["data", "split", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--holdout", "4"]
+    )
+    assert code == 0, err
+    train = FolderDataset(tmp_path / "a" / "train")
+    held = FolderDataset(tmp_path / "a" / "heldout")
+    labels = {train.label(i) for i in range(len(train))}, {held.label(i) for i in range(len(held))}
+    assert (len(labels[0]), len(labels[1])) == (8, 4) and not labels[0] & labels[1]
+    assert labels[0] | labels[1] == {label for _, label in samples}
+    rel = Path(held.source(0)).relative_to(tmp_path / "a" / "heldout")
+    assert held.read_bytes(0) == (tmp_path / "src" / rel).read_bytes()  # copied unchanged
+    again = tmp_path / "b"
+    run_cli(["data", "split", str(tmp_path / "src"), "--out", str(again), "--holdout", "4"])
+    assert (again / "heldout" / "gt.txt").read_text() == (
+        tmp_path / "a" / "heldout" / "gt.txt"
+    ).read_text()
+    code, _, err = run_cli(
+        ["data", "split", str(tmp_path / "src"), "--out", str(again), "--holdout", "4"]
+    )
+    assert code == 2 and "already holds a split" in err
+    code, _, err = run_cli(
+        ["data", "split", str(tmp_path / "src"), "--out", str(tmp_path / "c"), "--holdout", "12"]
+    )
+    assert code == 2 and "holdout must be in [1, 11]" in err

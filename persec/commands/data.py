@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from persec.charset import Charset
 from persec.data.dataset import Skipped, SkipReport, detect_layout, open_dataset
-from persec.data.folder import folder_to_lmdb
+from persec.data.folder import folder_to_lmdb, split_folder
 
 HELP = "dataset statistics and the gt.txt folder to LMDB converter"
 
@@ -69,6 +69,19 @@ def add_parser(subparsers) -> None:
         "--no-verify", action="store_true", help="do not decode images to skip corrupt ones"
     )
     convert.set_defaults(func=run_convert)
+
+    split = sub.add_parser(
+        "split",
+        help="split a gt.txt folder into OUT/train and OUT/heldout (images copied)",
+        description="Draw HOLDOUT samples of SRC/gt.txt (fixed by --seed) into OUT/heldout "
+        "and the rest into OUT/train, each a gt.txt folder. For a set that must serve as "
+        "training data and as a measuring stick: train on OUT/train, report on OUT/heldout.",
+    )
+    split.add_argument("src", metavar="SRC", help="folder with gt.txt")
+    split.add_argument("--out", required=True, metavar="DIR", help="new output folder")
+    split.add_argument("--holdout", type=int, required=True, metavar="N", help="held-out samples")
+    split.add_argument("--seed", type=int, default=0, metavar="S")
+    split.set_defaults(func=run_split)
 
 
 @dataclass
@@ -216,4 +229,11 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     print(f"wrote {written} samples to {args.out}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """``persec data split SRC --out DIR --holdout N``: a train / held-out split."""
+    train, heldout = split_folder(args.src, args.out, args.holdout, args.seed)
+    print(f"wrote {train} samples to {args.out}/train and {heldout} to {args.out}/heldout")
     return 0

@@ -11,6 +11,8 @@ Labelled layout::
 from __future__ import annotations
 
 import os
+import random
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,41 @@ def folder_to_lmdb(
 
     written = write_lmdb(out_lmdb, samples())
     return written, report
+
+
+def split_folder(
+    src_folder: str | Path,
+    out: str | Path,
+    holdout: int,
+    seed: int = 0,
+    gt_file: str | Path = GT_FILE,
+) -> tuple[int, int]:
+    """Split a ``gt.txt`` folder into ``out/train`` and ``out/heldout`` (``holdout``
+    samples drawn with ``seed``), each a ``gt.txt`` folder with its images copied.
+
+    For sets that are a train split and a validation split at once (e.g. IIIT5K's
+    train split): fine-tune on ``train``, report on ``heldout`` only.
+
+    Returns:
+        ``(train samples, held-out samples)``.
+
+    Raises:
+        DataError: a bad ``holdout``, or ``out`` already holding a split.
+    """
+    entries = read_gt_file(Path(src_folder) / gt_file)
+    if not 0 < holdout < len(entries):
+        raise DataError(f"holdout must be in [1, {len(entries) - 1}], got {holdout}")
+    out = Path(out)
+    if (out / "train" / GT_FILE).exists() or (out / "heldout" / GT_FILE).exists():
+        raise DataError(f"{out} already holds a split; choose a new output directory")
+    held = set(random.Random(seed).sample(range(len(entries)), holdout))
+    parts: dict[str, list[str]] = {"train": [], "heldout": []}
+    for i, (rel, label) in enumerate(entries):
+        part = "heldout" if i in held else "train"
+        target = out / part / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(src_folder) / rel, target)
+        parts[part].append(f"{rel}\t{label}\n")
+    for part, lines in parts.items():
+        (out / part / GT_FILE).write_text("".join(lines), encoding="utf-8")
+    return len(parts["train"]), len(parts["heldout"])

@@ -29,6 +29,9 @@ class PretrainDataConfig:
 
     Attributes:
         train: LMDB trees, gt.txt folders or (unlabelled only) plain image folders.
+        train_repeat: each ``train`` set is read this many times per epoch (the
+            rendered images once): how a small real set keeps its share in a mix
+            with a large rendered one.
         shards: a corpus of tar and/or LMDB shards (files or directory trees, see
             ``persec shard``), streamed, not indexed: memory independent of corpus
             size. Split across ranks and loader workers by shard; a resumed run
@@ -47,6 +50,7 @@ class PretrainDataConfig:
     """
 
     train: list[str] = field(default_factory=list)
+    train_repeat: int = 1
     shards: list[str] = field(default_factory=list)
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     synth_train: int = 0
@@ -114,7 +118,9 @@ class _ImageDataModule(L.LightningDataModule):
         c = self.config
         if c.shards:
             return self.build_stream()
-        parts: list[Dataset] = [self._open(p) for p in c.train]
+        if c.train_repeat < 1:
+            raise PersecError(f"data.train_repeat must be >= 1, got {c.train_repeat}")
+        parts: list[Dataset] = [self._open(p) for p in c.train] * c.train_repeat
         if c.synth_train > 0:
             parts.append(
                 SynthDataset(c.synth_train, c.synth, "train", c.synth_seed, self.transform)
