@@ -25,6 +25,7 @@ COMMANDS = [
     "finetune",
     "eval",
     "read",
+    "export",
     "score",
     "inspect-codes",
     "experiment",

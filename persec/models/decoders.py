@@ -97,31 +97,8 @@ class CTCDecoder(nn.Module):
         )
 
     def decode(self, logits: torch.Tensor) -> list[tuple[str, float]]:
-        """Greedy (best-path) decoding with a confidence per word.
-
-        Confidence: the product, over emitted characters, of the highest probability
-        within that character's run of frames. An empty prediction gets the probability
-        of the all-blank path (the product of the blank probabilities over all frames)
-        rather than 1.0, so one doubtful frame lowers it (labels are never empty).
-
-        Args:
-            logits: (B, T, N+1).
-        """
-        probs = logits.detach().float().softmax(-1)
-        best_p, best_id = probs.max(-1)  # (B, T)
-        out = []
-        for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
-            text, conf, prev, run_max = [], 1.0, CTCTokenizer.blank_id, 0.0
-            for i, p in zip([*ids, CTCTokenizer.blank_id], [*ps, 0.0], strict=True):
-                if i != prev and prev != CTCTokenizer.blank_id:  # a character run just ended
-                    text.append(self.tokenizer.charset.chars[prev - 1])
-                    conf *= run_max
-                run_max = max(run_max, p) if i == prev else p
-                prev = i
-            if not text:
-                conf = math.prod(ps)
-            out.append(("".join(text), conf))
-        return out
+        """Greedy decoding, :func:`ctc_greedy_decode`. ``logits``: (B, T, N+1)."""
+        return ctc_greedy_decode(logits, self.tokenizer)
 
     def beam_decode(self, logits: torch.Tensor, beam_width: int = 10) -> list[tuple[str, float]]:
         """CTC prefix beam search; confidence = p(text), summed over its alignments.
@@ -162,6 +139,36 @@ class CTCDecoder(nn.Module):
         prefix, (pb, pnb) = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))
         text = "".join(self.tokenizer.charset.chars[i - 1] for i in prefix)
         return text, math.exp(_logaddexp(pb, pnb))
+
+
+def ctc_greedy_decode(logits: torch.Tensor, tokenizer: CTCTokenizer) -> list[tuple[str, float]]:
+    """Greedy (best-path) CTC decoding with a confidence per word.
+
+    Confidence: the product, over emitted characters, of the highest probability
+    within that character's run of frames. An empty prediction gets the probability
+    of the all-blank path (the product of the blank probabilities over all frames)
+    rather than 1.0, so one doubtful frame lowers it (labels are never empty).
+    A pure function of the logits, so exported models decode the same way.
+
+    Args:
+        logits: (B, T, N+1), class 0 the blank.
+        tokenizer: the charset's CTC tokenizer.
+    """
+    probs = logits.detach().float().softmax(-1)
+    best_p, best_id = probs.max(-1)  # (B, T)
+    out = []
+    for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
+        text, conf, prev, run_max = [], 1.0, CTCTokenizer.blank_id, 0.0
+        for i, p in zip([*ids, CTCTokenizer.blank_id], [*ps, 0.0], strict=True):
+            if i != prev and prev != CTCTokenizer.blank_id:  # a character run just ended
+                text.append(tokenizer.charset.chars[prev - 1])
+                conf *= run_max
+            run_max = max(run_max, p) if i == prev else p
+            prev = i
+        if not text:
+            conf = math.prod(ps)
+        out.append(("".join(text), conf))
+    return out
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -269,7 +276,9 @@ class AttentionDecoder(nn.Module):
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.pos, std=0.02)
 
-    def forward(self, memory: torch.Tensor, labels: Sequence[str] | None = None) -> torch.Tensor:
+    def forward(
+        self, memory: torch.Tensor, labels: Sequence[str] | None = None, fixed_length: bool = False
+    ) -> torch.Tensor:
         """Logits over EOS + characters.
 
         Args:
@@ -278,6 +287,10 @@ class AttentionDecoder(nn.Module):
                 with L the longest label; None -> greedy decoding, logits
                 (B, max_length+1, N+1), steps after every row has emitted EOS filled
                 with logits that put all the mass on EOS.
+            fixed_length: greedy decoding always runs all max_length + 1 steps and
+                fills the steps after every row's EOS with tensor ops instead of
+                stopping early: the same logits, as a graph without data-dependent
+                control flow (ONNX export).
         """
         mem = self.memory_proj(memory)
         mem = mem + _sinusoid(mem.size(1), mem.size(2), mem.device, mem.dtype)
@@ -286,7 +299,7 @@ class AttentionDecoder(nn.Module):
             self._check_lengths(labels)
             tokens = self.tokenizer.encode(labels).to(memory.device)[:, :-1]  # (B, L+1)
             return self._step(tokens, memory_kv, 0, None)
-        return self._greedy(memory_kv, memory.size(0), memory.device)
+        return self._greedy(memory_kv, memory.size(0), memory.device, fixed_length)
 
     def _step(
         self, tokens: torch.Tensor, memory_kv: list, start: int, caches: list | None
@@ -296,7 +309,9 @@ class AttentionDecoder(nn.Module):
             x = layer(x, memory_kv[i], None if caches is None else caches[i])
         return self.classifier(self.norm(x))  # (B, L, N+1)
 
-    def _greedy(self, memory_kv: list, batch: int, device: torch.device) -> torch.Tensor:
+    def _greedy(
+        self, memory_kv: list, batch: int, device: torch.device, fixed_length: bool = False
+    ) -> torch.Tensor:
         steps = self.max_length + 1
         tokens = torch.full((batch, 1), self.tokenizer.bos_id, dtype=torch.long, device=device)
         caches: list[list] = [[] for _ in self.layers]
@@ -306,16 +321,22 @@ class AttentionDecoder(nn.Module):
             logits = self._step(tokens, memory_kv, t, caches)  # (B, 1, N+1)
             out.append(logits)
             tokens = logits.argmax(-1)
+            if fixed_length:
+                continue
             done |= tokens[:, 0] == self.tokenizer.eos_id
             # a host sync per step, but it saves up to max_length steps on short words
             if bool(done.all()):
                 break
-        logits = torch.cat(out, dim=1)
+        logits = torch.cat(out, dim=1)  # (B, S, N+1), S <= steps
+        eos_only = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+        eos_only[self.tokenizer.eos_id] = 0.0  # (N+1,)
+        if fixed_length:
+            # Step t is filled once every row has emitted EOS before t, as when stopping.
+            emitted = (logits.argmax(-1) == self.tokenizer.eos_id).cumsum(1) > 0  # (B, steps)
+            finished = F.pad(emitted.all(0)[:-1], (1, 0), value=False)  # (steps,)
+            return torch.where(finished[None, :, None], eos_only, logits)
         if logits.size(1) < steps:
-            pad = logits.new_full(
-                (batch, steps - logits.size(1), logits.size(2)), torch.finfo(logits.dtype).min
-            )
-            pad[..., self.tokenizer.eos_id] = 0.0
+            pad = eos_only.expand(batch, steps - logits.size(1), -1)
             logits = torch.cat([logits, pad], dim=1)
         return logits
 
@@ -339,20 +360,33 @@ class AttentionDecoder(nn.Module):
         )
 
     def decode(self, logits: torch.Tensor) -> list[tuple[str, float]]:
-        """Argmax tokens up to the first EOS.
-
-        Confidence: the product of the chosen tokens' probabilities, EOS included; a row
-        with no EOS keeps every character and multiplies all its steps.
+        """Argmax tokens up to the first EOS, :func:`attention_greedy_decode`.
 
         Args:
             logits: (B, L, N+1).
         """
-        best_p, best_id = logits.detach().float().softmax(-1).max(-1)  # (B, L)
-        out = []
-        for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
-            n = ids.index(self.tokenizer.eos_id) + 1 if self.tokenizer.eos_id in ids else len(ids)
-            out.append((self.tokenizer.decode(ids[:n]), math.prod(ps[:n])))
-        return out
+        return attention_greedy_decode(logits, self.tokenizer)
+
+
+def attention_greedy_decode(
+    logits: torch.Tensor, tokenizer: AttentionTokenizer
+) -> list[tuple[str, float]]:
+    """Argmax tokens up to the first EOS.
+
+    Confidence: the product of the chosen tokens' probabilities, EOS included; a row
+    with no EOS keeps every character and multiplies all its steps. A pure function
+    of the logits, so exported models decode the same way.
+
+    Args:
+        logits: (B, L, N+1), class 0 EOS.
+        tokenizer: the charset's attention tokenizer.
+    """
+    best_p, best_id = logits.detach().float().softmax(-1).max(-1)  # (B, L)
+    out = []
+    for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
+        n = ids.index(tokenizer.eos_id) + 1 if tokenizer.eos_id in ids else len(ids)
+        out.append((tokenizer.decode(ids[:n]), math.prod(ps[:n])))
+    return out
 
 
 def _sinusoid(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -57,6 +57,27 @@ def resolve_charset(spec: str) -> Charset:
     return Charset.from_spec(spec)
 
 
+def as_pil_image(image: ImageLike) -> Image.Image:
+    """A path, PIL image or HxW / HxWxC uint8 array as a PIL image (paths decoded).
+
+    Raises:
+        PersecError: an unreadable or undecodable file, a non-uint8 array, another type.
+    """
+    if isinstance(image, (str, Path)):
+        try:
+            data = Path(image).read_bytes()
+        except OSError as e:
+            raise PersecError(f"cannot read image {image}: {e.strerror or e}") from e
+        return decode_image(data)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise PersecError(f"image arrays must be uint8, got {image.dtype}")
+        return Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise PersecError(f"cannot read an image from a {type(image).__name__}")
+    return image
+
+
 class Recognizer(nn.Module):
     """Images ``(B, C, H, W)`` in [-1, 1] → text.
 
@@ -90,19 +111,7 @@ class Recognizer(nn.Module):
     # ---------------------------------------------------------------- inference
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """One image (path, PIL image or HxW / HxWxC uint8 array) → ``(C, H, W)``."""
-        if isinstance(image, (str, Path)):
-            try:
-                data = Path(image).read_bytes()
-            except OSError as e:
-                raise PersecError(f"cannot read image {image}: {e.strerror or e}") from e
-            image = decode_image(data)
-        elif isinstance(image, np.ndarray):
-            if image.dtype != np.uint8:
-                raise PersecError(f"image arrays must be uint8, got {image.dtype}")
-            image = Image.fromarray(image)
-        elif not isinstance(image, Image.Image):
-            raise PersecError(f"cannot read an image from a {type(image).__name__}")
-        return to_tensor(image, self.config.image)
+        return to_tensor(as_pil_image(image), self.config.image)
 
     @torch.inference_mode()
     def read(self, images: Sequence[ImageLike], batch_size: int = 64) -> list[tuple[str, float]]:

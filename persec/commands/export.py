@@ -1,0 +1,114 @@
+"""``persec export``: write a saved recognizer as ONNX (+ a JSON sidecar), optionally
+checking it against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from persec.commands.eval import positive_int
+from persec.errors import PersecError
+from persec.evaluate import default_model_dir, load_model
+from persec.export import (
+    DEFAULT_OPSET,
+    FORMATS,
+    OnnxRecognizer,
+    check_format,
+    check_parity,
+    export_model,
+    sidecar_path,
+)
+from persec.inference import list_images
+from persec.models.recognizer import Recognizer
+
+HELP = "export a saved model to ONNX (image -> logits), with a JSON sidecar for decoding"
+
+EPILOG = f"""\
+Writes FILE (input 'images' (B, C, H, W) float32 in [-1, 1], B dynamic, H x W fixed by
+the model; output 'logits' (B, L, V)) and FILE.json (charset, image size, decoder kind,
+tensor names): enough to decode without persec's PyTorch model, or with
+persec.export.OnnxRecognizer. CTC models export their per-frame logits; attention models
+run their greedy loop for all max_length + 1 steps inside the graph.
+
+--check runs PyTorch and onnxruntime on the same images (the files given, or 16 words
+rendered in held-out fonts when none are) and prints the largest logit difference and
+how many decoded texts agree; it fails (exit status 2) when a text differs or a logit
+differs by more than --atol. Without --model, the shipped model at {default_model_dir()}
+is exported.
+"""
+
+CHECK_RENDERED = 16
+
+
+def add_parser(subparsers) -> None:
+    """Register ``export`` on the ``persec`` subcommand parser."""
+    parser = subparsers.add_parser(
+        "export",
+        help=HELP,
+        description=HELP[0].upper() + HELP[1:] + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser.add_argument(
+        "--format", default="onnx", help=f"export format: {', '.join(FORMATS)} (default: onnx)"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    parser.add_argument(
+        "--opset",
+        type=positive_int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset (default: {DEFAULT_OPSET})",
+    )
+    parser.add_argument(
+        "--check",
+        nargs="*",
+        metavar="IMAGE_OR_FOLDER",
+        help="compare with PyTorch on these images (none: rendered words)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=1e-3,
+        help="largest logit difference --check accepts (default: 1e-3)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then optionally check parity; print what was written and the check."""
+    check_format(args.format)  # before the (slow) model load
+    model = load_model(args.model, "cpu")
+    out = export_model(model, args.out, args.format, args.opset)
+    size_mb = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size_mb:.1f} MB) and {sidecar_path(out)}")
+    if args.check is None:
+        return 0
+    images, source = _check_images(model, args.check)
+    report = check_parity(model, OnnxRecognizer(out), images)
+    print(f"check on {len(images)} {source}: {report.summary()}")
+    if report.mismatches:
+        i, ours, theirs = report.mismatches[0]
+        raise PersecError(
+            f"parity check failed: {len(report.mismatches)} text(s) differ "
+            f"(image {i}: PyTorch {ours!r}, ONNX {theirs!r})"
+        )
+    if not report.max_abs_diff <= args.atol:  # also catches NaN
+        raise PersecError(
+            f"parity check failed: max |Δlogit| {report.max_abs_diff:.2e} > --atol {args.atol:g}"
+        )
+    return 0
+
+
+def _check_images(model: Recognizer, inputs: list[str]) -> tuple[torch.Tensor, str]:
+    """(B, C, H, W) with the model's preprocessing: the given files, or rendered words."""
+    if inputs:
+        paths = list_images(inputs)
+        return torch.stack([model.preprocess(p) for p in paths]), "given images"
+    from persec.data.synth import WordRenderer  # font discovery only when rendering
+
+    renderer = WordRenderer(split="test", seed=0)
+    crops = [renderer.render(i)[0] for i in range(CHECK_RENDERED)]
+    return torch.stack([model.preprocess(c) for c in crops]), "rendered images"

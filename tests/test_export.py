@@ -1,0 +1,245 @@
+"""ONNX export: onnxruntime against PyTorch (logits and texts on rendered words) for a
+CNN-CTC, a ViT-CTC and an attention recognizer; the sidecar and ``OnnxRecognizer``;
+``persec export`` and its errors.
+
+An export takes seconds (torch.export + ONNX translation), so each model is exported
+once per module and the models stay tiny.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from persec import cli
+from persec.charset import Charset
+from persec.data.fonts import available_fonts
+from persec.data.synth import WordRenderer
+from persec.errors import PersecError
+from persec.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxRecognizer,
+    check_parity,
+    export_onnx,
+    sidecar_path,
+)
+from persec.image import ImageConfig, to_tensor
+from persec.models.decoders import AttentionDecoder, DecoderConfig
+from persec.models.encoders import EncoderConfig
+from persec.models.recognizer import Recognizer, RecognizerConfig
+
+ATOL = 1e-4
+N_WORDS = 16
+
+# name -> (encoder, decoder, aggregators, image width). The CNN-CTC model carries the
+# parts most likely to break an export: a BiLSTM and both W-MHSA aggregators (shifted
+# 4x4 windows on the 8x16 stroke map, 10-token windows padded to 20 on the sequence);
+# its width is 64 because tracing unrolls the LSTM per frame. The others leave the
+# aggregators out: each adds seconds to an export.
+MODELS = {
+    "cnn-ctc": ("resnet", DecoderConfig(name="ctc", lstm_layers=1, hidden=16), True, 64),
+    "vit-ctc": ("vit", DecoderConfig(name="ctc", lstm_layers=0), False, 128),
+    "cnn-attn": (
+        "resnet",
+        DecoderConfig(name="attn", d_model=32, heads=2, layers=1, max_length=4),
+        False,
+        128,
+    ),
+}
+
+
+def _recognizer(name: str, seed: int = 0) -> Recognizer:
+    """A tiny recognizer with every weight perturbed: the zero-initialised pieces
+    (identity aggregators, each block's last BatchNorm) would hide export errors."""
+    encoder, decoder, aggregators, width = MODELS[name]
+    torch.manual_seed(seed)
+    config = RecognizerConfig(
+        image=ImageConfig(width=width),
+        encoder=EncoderConfig(name=encoder, size="tiny", aggregators=aggregators),
+        decoder=DecoderConfig(**vars(decoder)),
+    )
+    model = Recognizer(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+        if decoder.name == "attn":  # some words stop early, so the EOS filling is exercised
+            model.decoder.classifier.bias[model.decoder.tokenizer.eos_id] += 1.0
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory) -> list:
+    """16 rendered word crops (PIL), from matplotlib's fonts with a private font cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERSEC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        fonts = available_fonts(system=False)
+    renderer = WordRenderer(split="test", seed=3, fonts=fonts)
+    return [renderer.render(i)[0] for i in range(N_WORDS)]
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory, words) -> dict:
+    """``persec export --check FOLDER`` of the ViT-CTC model: its exit code, output and files."""
+    root = tmp_path_factory.mktemp("cli")
+    model = _recognizer("vit-ctc")
+    model.save(root / "model")
+    (root / "words").mkdir()
+    for i, image in enumerate(words):
+        image.save(root / "words" / f"{i:02d}.png")
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["export", "--model", str(root / "model"), "--out", str(root / "vit.onnx")]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([*argv, "--check", str(root / "words")])
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "path": root / "vit.onnx"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, cli_export):
+    """name -> (PyTorch model, ONNX path); each model exported once, on first use."""
+    cache: dict[str, tuple[Recognizer, Path]] = {}
+
+    def get(name: str) -> tuple[Recognizer, Path]:
+        if name not in cache:
+            model = _recognizer(name)
+            if name == "vit-ctc":  # exported through the CLI (same weights, same seed)
+                path = cli_export["path"]
+            else:
+                path = export_onnx(model, tmp_path_factory.mktemp(name) / "model.onnx")
+            cache[name] = (model, path)
+        return cache[name]
+
+    return get
+
+
+def _batch(model: Recognizer, words: list) -> torch.Tensor:
+    return torch.stack([to_tensor(w, model.config.image) for w in words])  # (16, C, H, W)
+
+
+# ---------------------------------------------------------------- parity
+@pytest.mark.parametrize("name", list(MODELS))
+def test_onnxruntime_matches_pytorch(exported, words, name):
+    model, path = exported(name)
+    onnx = OnnxRecognizer(path, threads=1)
+    x = _batch(model, words)
+    with torch.no_grad():
+        ref = model(x)
+    got = onnx(x)
+    assert got.shape == tuple(ref.shape)
+    np.testing.assert_allclose(got, ref.numpy(), atol=ATOL, rtol=0)
+    assert [t for t, _ in onnx.decode(got)] == [t for t, _ in model.decode(ref)]
+    confidences = [c for _, c in onnx.decode(got)]
+    assert confidences == pytest.approx([c for _, c in model.decode(ref)], abs=1e-4)
+
+    report = check_parity(model, onnx, x)
+    assert report.n == N_WORDS and report.same_text == N_WORDS and not report.mismatches
+    assert report.max_abs_diff <= ATOL
+
+    # The batch axis is dynamic (exported with 2), and rows do not depend on each other.
+    np.testing.assert_allclose(onnx(x[:1]), got[:1], atol=ATOL, rtol=0)
+
+
+def test_fixed_length_greedy_equals_early_stopping():
+    """The graph-friendly loop (all steps, filling by tensor ops) gives the same logits."""
+    filled = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        decoder = AttentionDecoder(8, Charset("abc"), d_model=16, heads=2, layers=1, max_length=6)
+        decoder.eval()
+        with torch.no_grad():
+            memory = torch.randn(4, 7, 8)
+            stopping, fixed = decoder(memory), decoder(memory, fixed_length=True)
+        assert torch.equal(stopping, fixed)
+        filled += bool((stopping[:, -1, 1:] == torch.finfo(stopping.dtype).min).all())
+    assert 0 < filled < 40  # batches that stopped early and batches that did not
+
+
+def test_attention_export_fills_steps_after_eos_like_pytorch(exported, words):
+    """Alone in its batch, a word that stops early gets PyTorch's EOS-only filling."""
+    model, path = exported("cnn-attn")
+    onnx = OnnxRecognizer(path, threads=1)
+    x = _batch(model, words)
+    filled = 0
+    for i in range(N_WORDS):
+        with torch.no_grad():
+            ref = model(x[i : i + 1])  # (1, max_length + 1, V)
+        np.testing.assert_allclose(onnx(x[i : i + 1]), ref.numpy(), atol=ATOL, rtol=0)
+        filled += bool((ref[0, -1, 1:] == torch.finfo(ref.dtype).min).all())
+    assert 0 < filled < N_WORDS  # both branches seen
+
+
+def test_sidecar_and_read_match_the_model(exported, words):
+    model, path = exported("cnn-ctc")
+    info = json.loads(sidecar_path(path).read_text())
+    assert info["decoder"] == "ctc"
+    assert info["charset"] == "".join(model.charset.chars)
+    assert info["image"] == {"height": 32, "width": 64, "channels": 3}
+    assert info["input"]["name"] == INPUT_NAME and info["output"]["name"] == OUTPUT_NAME
+    onnx = OnnxRecognizer(path)
+    arrays = [np.asarray(w) for w in words[:4]]  # arrays take the same path as PIL images
+    assert [t for t, _ in onnx.read(arrays, batch_size=3)] == [t for t, _ in model.read(arrays)]
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_export_with_check(cli_export):
+    assert cli_export["code"] == 0, cli_export["err"]
+    wrote, check = cli_export["out"].strip().splitlines()
+    assert wrote.startswith(f"wrote {cli_export['path']} (") and wrote.endswith(".onnx.json")
+    assert check.startswith(f"check on {N_WORDS} given images: max |Δlogit|")
+    assert check.endswith(f"text identical on {N_WORDS}/{N_WORDS} images")
+    assert cli_export["path"].is_file() and sidecar_path(cli_export["path"]).is_file()
+
+
+def test_cli_errors_are_one_line(run_cli, tmp_path):
+    out = str(tmp_path / "x.onnx")
+    code, _, err = run_cli(["export", "--model", str(tmp_path / "nope"), "--out", out])
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["export", "--model", str(tmp_path), "--format", "tflite", "--out", out])
+    assert code == 2 and "unsupported export format 'tflite'" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# ---------------------------------------------------------------- errors
+def test_library_errors(tmp_path, exported):
+    with pytest.raises(PersecError, match="does not exist"):
+        export_onnx(tmp_path / "nope", tmp_path / "m.onnx")
+    with pytest.raises(PersecError, match="opset 17"):
+        export_onnx(tmp_path / "nope", tmp_path / "m.onnx", opset=17)
+    _, path = exported("cnn-ctc")
+    shutil.copy(path, tmp_path / "lonely.onnx")
+    with pytest.raises(PersecError, match="sidecar"):
+        OnnxRecognizer(tmp_path / "lonely.onnx")
+
+
+class _Bessel(nn.Module):
+    """An op without an ONNX translation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.bessel_j0(x)
+
+
+def test_export_failure_names_layer_and_op(tmp_path):
+    torch.manual_seed(0)
+    config = RecognizerConfig(
+        encoder=EncoderConfig(name="resnet", size="tiny", aggregators=False),
+        decoder=DecoderConfig(name="ctc", lstm_layers=0),
+    )
+    model = Recognizer(config).train()
+    model.encoder.semantic_aggregator = _Bessel()
+    with pytest.raises(PersecError, match=r"layer encoder\.semantic_aggregator.*bessel_j0"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    assert model.training  # the caller's mode is restored
