@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from tests.test_resume import FINETUNE_TINY, PRETRAIN_TINY
+from test_resume import FINETUNE_TINY, PRETRAIN_TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
