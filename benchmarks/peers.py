@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine_info import cpu_model  # noqa: E402
 from peers_adapters import ADAPTERS, PeerUnavailable, PersecPeer  # noqa: E402
 
 from persec.data.dataset import Skipped, open_dataset  # noqa: E402
@@ -212,14 +213,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor() or platform.machine())
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -51,6 +51,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine_info import cpu_model  # noqa: E402
+
 from persec.config import load_config  # noqa: E402
 from persec.data.module import RecognitionDataModule, UnlabelledDataModule  # noqa: E402
 from persec.errors import PersecError  # noqa: E402
@@ -414,14 +416,7 @@ def keep_freed_memory() -> None:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor())
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
