@@ -25,6 +25,8 @@ from data_factory import (
     write_raw_lmdb,
 )
 from PIL import Image
+from test_finetune import TINY as FINETUNE_BASE
+from test_pretrain import TINY as PRETRAIN_BASE
 from torch.utils.data import DataLoader
 
 from persec.charset import CONTROL_CHARS
@@ -340,32 +342,14 @@ def test_no_unsafe_loader_in_the_package():
     assert unsafe == []
 
 
-FINETUNE_TINY = [
-    "model.encoder.size=tiny",
-    "model.encoder.widths=[32,64,64,64]",
-    "model.encoder.aggregators=false",
-    "model.decoder.lstm_layers=1",
-    "model.decoder.hidden=16",
-    "data.synth_train=8",
-    "data.workers=0",
-    "data.batch_size=4",
-    "trainer.max_steps=1",
-    "trainer.val_every=0",
-    "trainer.progress=false",
-]
+# The tiny models of the finetune and pretrain tests, rendering 8 images, one step.
+ONE_STEP = ["data.synth_train=8", "data.batch_size=4", "trainer.max_steps=1", "trainer.val_every=0"]
+FINETUNE_TINY = [*FINETUNE_BASE, "model.decoder.hidden=16", *ONE_STEP]
 PRETRAIN_TINY = [
-    "model.size=tiny",
-    "model.stroke_aggregator.dim=32",
-    "model.semantic_aggregator.dim=32",
+    *PRETRAIN_BASE,
     "persec.stroke.quantizer.entries=8",
     "persec.semantic.quantizer.entries=8",
-    "image.width=128",
-    "data.synth_train=8",
-    "data.workers=0",
-    "data.batch_size=4",
-    "trainer.max_steps=1",
-    "trainer.val_every=0",
-    "trainer.progress=false",
+    *ONE_STEP,
 ]
 
 
