@@ -14,6 +14,7 @@ from persec.config import save_config
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
+from persec.objectives.seqclr import AugmentConfig
 from persec.systems import OptimConfig, RecognitionSystem
 from persec.training import (
     TrainerConfig,
@@ -29,6 +30,23 @@ logger = logging.getLogger("persec")
 
 
 @dataclass
+class TrainAugmentConfig(AugmentConfig):
+    """Augmentation of every training batch on the training device (rendered and real
+    images alike), with SeqCLR's operations. Off by default; it matters when a few
+    real crops are repeated many times (``data.train_repeat``).
+
+    Attributes:
+        enabled: augment training batches (validation is never augmented).
+        crop_prob: 0 here [ours]: a crop can cut a character off and make the label
+            wrong; the other operations keep the text whole. See
+            :class:`~persec.objectives.seqclr.AugmentConfig` for the rest.
+    """
+
+    enabled: bool = False
+    crop_prob: float = 0.0
+
+
+@dataclass
 class FinetuneConfig:
     """Everything ``persec finetune`` reads (YAML file + ``key=value`` overrides).
 
@@ -39,8 +57,12 @@ class FinetuneConfig:
         trainer: steps, validation cadence, precision, devices.
         output_dir: where ``model/``, checkpoints and logs go.
         init_encoder: pretrained ``encoder.safetensors`` (or its directory) to start from.
+        init_model: a saved recognizer (``model/`` directory: ``model.safetensors`` +
+            ``config.json``, e.g. ``models/persec-small``) to go on training; its
+            architecture and charset replace ``model``. Excludes ``init_encoder``.
         freeze_encoder: train only the decoder (decoder-evaluation protocol).
         resume: continue from ``output_dir/checkpoints/last.ckpt``.
+        augment: on-device augmentation of training batches (off by default).
     """
 
     model: RecognizerConfig = field(default_factory=RecognizerConfig)
@@ -49,8 +71,10 @@ class FinetuneConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     output_dir: str = "runs/finetune"
     init_encoder: str = ""
+    init_model: str = ""
     freeze_encoder: bool = False
     resume: bool = False
+    augment: TrainAugmentConfig = field(default_factory=TrainAugmentConfig)
 
 
 @dataclass
@@ -73,8 +97,17 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     out = Path(config.output_dir)
     if config.freeze_encoder and not config.init_encoder:
         logger.warning("freeze_encoder without init_encoder trains a decoder on a random encoder")
+    if config.init_model and config.init_encoder:
+        raise PersecError(
+            "init_model and init_encoder exclude each other: a saved model already holds an encoder"
+        )
     start_run(config.trainer)
-    model = Recognizer(config.model)
+    if config.init_model:
+        model = Recognizer.load(config.init_model)
+        model.train()
+        config.model = model.config  # the saved architecture is the one trained (and recorded)
+    else:
+        model = Recognizer(config.model)
     if config.init_encoder:
         model.load_encoder(config.init_encoder)
     if config.trainer.compile:
@@ -93,6 +126,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         val_names,
         config.freeze_encoder,
         config.trainer.max_nonfinite,
+        augment=config.augment if config.augment.enabled else None,
     )
     monitor = "val/word_acc" if data.val_sets else None
     trainer, checkpoint = build_trainer(

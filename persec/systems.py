@@ -13,6 +13,8 @@ import torch
 from persec.errors import PersecError
 from persec.metrics import ScoreAccumulator
 from persec.models.recognizer import Recognizer
+from persec.objectives.seqclr import AugmentConfig
+from persec.objectives.seqclr import augment as augment_images
 
 logger = logging.getLogger("persec")
 
@@ -153,6 +155,8 @@ class RecognitionSystem(_TrainingSystem):
         freeze_encoder: train the decoder only (decoder-evaluation protocol); the
             encoder is kept in eval mode so its BatchNorm statistics stay fixed.
         max_nonfinite: consecutive NaN/Inf losses tolerated (each step is skipped).
+        augment: augmentation applied to each training batch on its device (None = off);
+            it draws from torch's global RNG, which checkpoints carry.
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class RecognitionSystem(_TrainingSystem):
         val_names: list[str] | None = None,
         freeze_encoder: bool = False,
         max_nonfinite: int = 20,
+        augment: AugmentConfig | None = None,
     ):
         super().__init__(max_nonfinite)
         self.model = model
@@ -170,6 +175,7 @@ class RecognitionSystem(_TrainingSystem):
         self.max_steps = max_steps
         self.val_names = val_names or []
         self.freeze_encoder = freeze_encoder
+        self.augment = augment
         if freeze_encoder:
             self.model.encoder.requires_grad_(False)
         self._scores: list[ScoreAccumulator] = []
@@ -201,6 +207,8 @@ class RecognitionSystem(_TrainingSystem):
         if len(labels) == 0:
             return None
         labels = self._labels(labels)
+        if self.augment is not None:
+            images = augment_images(images, self.augment)  # (B, C, H, W)
         logits = self.model(images, labels)  # (B, L, V)
         loss = self.model.loss(logits, labels)
         if self.checked_loss(loss) is None:

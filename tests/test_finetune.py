@@ -182,3 +182,79 @@ def test_overrides_may_follow_flags(tmp_path, run_cli) -> None:
     assert "unrecognized" not in err
     code, _, err = run_cli(["finetune", "data.workers=0", "--freeze-encoder", "--bogus"])
     assert code == 2 and "unrecognized arguments: --bogus" in err
+
+
+def test_augment_changes_training_batches_only(words, tmp_path):
+    """With ``augment.enabled`` the model trains on augmented batches, validates on the
+    images as read, and the default never crops (a crop can cut a character off)."""
+    import lightning as L
+
+    from persec.config import load_config
+    from persec.finetune import FinetuneConfig, TrainAugmentConfig, finetune
+
+    assert TrainAugmentConfig().crop_prob == 0.0 and not TrainAugmentConfig().enabled
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
+
+    class Spy(L.Callback):
+        def on_fit_start(self, trainer, module):
+            forward = module.model.forward
+
+            def spied(images, *args, **kwargs):
+                seen["train" if module.training else "val"].append((module._batch, images))
+                return forward(images, *args, **kwargs)
+
+            module.model.forward = spied
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            module._batch = batch[0].clone()
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, idx=0):
+            module._batch = batch[0].clone()
+
+    overrides = [*TINY, f"data.train=[{words}]", f"data.val=[{words}]", "trainer.max_steps=2"]
+    overrides += ["trainer.val_every=2", f"output_dir={tmp_path / 'run'}", "augment.enabled=true"]
+    finetune(load_config(FinetuneConfig, None, overrides), callbacks=[Spy()])
+    assert len(seen["train"]) == 2 and seen["val"]
+    for raw, used in seen["train"]:
+        assert used.shape == raw.shape and not torch.equal(used, raw)
+        assert used.min() >= -1 and used.max() <= 1
+    for raw, used in seen["val"]:
+        assert torch.equal(used, raw)
+
+
+def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli):
+    """``--init-model`` starts from every weight of a saved model (with lr 0 its
+    parameters come out unchanged, whatever the config's own architecture says) and
+    refuses ``--init-encoder`` beside it."""
+    base = ["finetune", *TINY, f"data.train=[{words}]", "trainer.max_steps=2"]
+    assert run_cli([*base, f"output_dir={tmp_path / 'a'}"])[0] == 0
+    saved = Recognizer.load(tmp_path / "a" / "model")
+    code, out, err = run_cli(
+        [
+            *base,
+            "model.decoder.hidden=32",
+            "optim.lr=0",
+            "optim.warmup_steps=0",
+            f"output_dir={tmp_path / 'b'}",
+            "--init-model",
+            str(tmp_path / "a" / "model"),
+        ]
+    )
+    assert code == 0, err
+    again = Recognizer.load(tmp_path / "b" / "model")
+    assert again.config.decoder.hidden == saved.config.decoder.hidden == 64
+    params = dict(again.named_parameters())
+    for name, value in saved.named_parameters():
+        assert torch.equal(value, params[name]), name
+    code, out, err = run_cli(
+        [
+            *base,
+            f"output_dir={tmp_path / 'c'}",
+            "--init-model",
+            str(tmp_path / "a" / "model"),
+            "--init-encoder",
+            str(tmp_path / "a" / "model"),
+        ]
+    )
+    assert code != 0 and "init_model and init_encoder exclude each other" in err
+    assert len(err.strip().splitlines()) == 1

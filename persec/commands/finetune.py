@@ -23,6 +23,12 @@ def add_parser(subparsers) -> None:
         "--init-encoder", metavar="PATH", help="start from a pretrained encoder.safetensors"
     )
     parser.add_argument(
+        "--init-model",
+        metavar="DIR",
+        help="go on training a saved model (e.g. models/persec-small) on your data; "
+        "its architecture replaces the config's model",
+    )
+    parser.add_argument(
         "--freeze-encoder",
         action="store_true",
         help="train the decoder only (decoder-evaluation protocol)",
@@ -42,6 +48,8 @@ def run(args) -> int:
     overrides = training_overrides(args)
     if args.init_encoder:
         overrides.append(f"init_encoder={args.init_encoder}")
+    if args.init_model:
+        overrides.append(f"init_model={args.init_model}")
     if args.freeze_encoder:
         overrides.append("freeze_encoder=true")
     if args.label_fraction is not None:
