@@ -153,3 +153,23 @@ def test_aggregators_by_default_with_the_papers_windows(name: str) -> None:
     enc.eval(), plain.eval()
     with torch.no_grad():
         torch.testing.assert_close(enc(x).high, plain(x).high)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_resnet_channels_last_computes_the_nchw_function(train: bool) -> None:
+    """The ResNet runs its convolutions channels-last for speed: the same function as
+    the modules applied to standard-layout tensors, up to summation order, and its
+    outputs come back in the standard layout (the perceivers reshape them)."""
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig(name="resnet", size="tiny")).train(train)
+    x = torch.randn(4, 3, 32, 64)
+    feats = enc(x)
+    with torch.no_grad():
+        low = enc.stroke_aggregator(enc.stage1(enc.stem(x)))  # standard layout throughout
+        high = enc.semantic_aggregator(enc.stages(low).mean(dim=2).transpose(1, 2))
+    assert feats.low.is_contiguous() and feats.low.shape == low.shape
+    tol = 1e-3 if train else 1e-5  # training-mode BatchNorm compounds the order effects
+    torch.testing.assert_close(
+        feats.low.detach(), enc.stage1(enc.stem(x)).detach(), atol=tol, rtol=tol
+    )
+    torch.testing.assert_close(feats.high.detach(), high, atol=tol, rtol=tol)

@@ -216,11 +216,17 @@ class ResNetEncoder(TextEncoder):
             stages.append(_res_stage(widths[i - 1], widths[i], depths[i], (s, 1)))
         self.stages = nn.Sequential(*stages)
 
+    # The convolutions run channels-last (NHWC): on CPU the stem's BatchNorm, ReLU and
+    # max-pool over the widest maps are several times faster that way (docs/throughput.md).
+    # The low map leaves in the standard layout, since the stroke aggregator and the
+    # perceivers reshape it. Same function; results differ only by summation order.
     def _low(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stage1(self.stem(x))  # (B, C_l, H/4, W/4)
+        y = self.stage1(self.stem(x.contiguous(memory_format=torch.channels_last)))
+        return y.contiguous()  # (B, C_l, H/4, W/4)
 
     def _high(self, low: torch.Tensor) -> torch.Tensor:
-        y = self.stages(low)  # (B, C_h, h, W/4), h = 1 at the planned height
+        y = self.stages(low.contiguous(memory_format=torch.channels_last))
+        # (B, C_h, h, W/4), h = 1 at the planned height
         return y.mean(dim=2).transpose(1, 2)  # (B, W/4, C_h)
 
 
