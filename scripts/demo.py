@@ -4,7 +4,7 @@ Render a held-out-font test set and print dataset statistics (for it and for the
 real word crops in ../shared/data when present), PerSec-pretrain a small ResNet
 encoder on rendered images with their labels dropped, fine-tune a CNN-CTC
 recognizer from it on words rendered on the fly, then evaluate it on the
-held-out fonts and the real sets.
+held-out fonts and the real sets, and the shipped model (models/persec-small) beside it.
 """
 
 from __future__ import annotations
@@ -105,6 +105,26 @@ def main() -> None:
             str(out / "eval"),
         ],
     )
+    # The shipped model (models/persec-small, what `persec read` and `persec eval` use
+    # without --model) on the same sets; on IIIT5K only the 500 crops its recipe held
+    # out (`make train-shipped` splits with the same seed).
+    shipped_sets = [str(out / "synth-test")]
+    iiit5k = REAL_DATA / "IIIT5K_train"
+    if iiit5k.is_dir():
+        step(
+            "hold out the IIIT5K part the shipped model never trained on",
+            ["data", "split", str(iiit5k), "--out", str(out / "iiit5k"), "--holdout", "500"]
+            + ["--seed", "0"],
+        )
+        shipped_sets.append(str(out / "iiit5k" / "heldout"))
+    shipped_sets += [s for s in real_sets if Path(s).name != "IIIT5K_train"]
+    step(
+        "evaluate the shipped model (no --model: models/persec-small)",
+        ["eval", "--data", *shipped_sets, "--out", str(out / "eval-shipped")],
+    )
+    crops = sorted((REAL_DATA / "real_demo" / "images").glob("*"))[:4]
+    if crops:
+        step("read real crops with the shipped model", ["read", *map(str, crops)])
     print(f"\ndemo finished in {time.time() - start:.0f} s; outputs in {out}/")
 
 
