@@ -95,7 +95,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     this function; only rank 0 writes the model.
     """
     out = Path(config.output_dir)
-    if config.freeze_encoder and not config.init_encoder:
+    if config.freeze_encoder and not (config.init_encoder or config.init_model):
         logger.warning("freeze_encoder without init_encoder trains a decoder on a random encoder")
     if config.init_model and config.init_encoder:
         raise PersecError(

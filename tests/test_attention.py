@@ -231,3 +231,23 @@ def test_bf16_autocast_runs_and_stays_close() -> None:
         y = agg(x)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), agg(x), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_trains_bf16_in_fp32_on_cpu(causal: bool) -> None:
+    """Under bf16 with gradients, `sdpa` computes in fp32 (the slow bf16 CPU backward is
+    avoided) and returns bf16; without gradients it is plain SDPA; causality holds."""
+    from persec.models.attention import sdpa
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g).bfloat16() for _ in range(3))
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
+    qg = q.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(qg, k, v, is_causal=causal)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref.bfloat16(), atol=0, rtol=0)
+    out.float().sum().backward()
+    assert qg.grad is not None and torch.isfinite(qg.grad).all()
+    plain = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    assert torch.equal(sdpa(q, k, v, is_causal=causal), plain)

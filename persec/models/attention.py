@@ -20,6 +20,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False
+) -> torch.Tensor:
+    """Softmax attention without a mask. q (B, heads, N, d), k/v (B, heads, S, d)
+    -> (B, heads, N, d).
+
+    bf16 training on CPU runs it in fp32: at the sizes of persec's models (N, S <= 256,
+    d <= 64) torch 2.13's CPU flash attention takes 1.3-8x as long for forward +
+    backward in bf16 as in fp32, which slowed bf16 ViT training by ~1.2x and
+    attention-decoder training by ~1.2x (docs/throughput.md); fp32 is also the more
+    precise. Without gradients (the bf16 forward is the faster one), in other dtypes
+    and on other devices it is plain SDPA.
+    """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad:
+        with torch.autocast("cpu", enabled=False):
+            a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=is_causal)
+        return a.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+
+
 SEMANTIC_WINDOW = 10  # [paper] ω of the semantic perceiver
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from persec.charset import AttentionTokenizer, Charset, CTCTokenizer
+from persec.models.attention import sdpa
 
 DECODER_NAMES = ("ctc", "attn")
 
@@ -205,7 +206,7 @@ class _Attention(nn.Module):
         self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     ) -> torch.Tensor:
         """Queries (B, L, C) over keys/values (B, heads, S, C/heads) -> (B, L, C)."""
-        a = F.scaled_dot_product_attention(self._split(self.q(x)), k, v, is_causal=causal)
+        a = sdpa(self._split(self.q(x)), k, v, is_causal=causal)  # (B, h, L, C/h)
         return self.out(a.transpose(1, 2).flatten(2))
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from persec.models.attention import AggregatorConfig, ContextAggregator
+from persec.models.attention import AggregatorConfig, ContextAggregator, sdpa
 from persec.models.features import Features
 
 ENCODER_NAMES = ("resnet", "vit")
@@ -252,25 +252,9 @@ class TransformerBlock(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C/heads)
-        a = _global_attention(q, k, v)
+        a = sdpa(q, k, v)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, c)))
         return x + self.drop(self.mlp(self.norm2(x)))
-
-
-def _global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention. q, k, v (B, heads, N, d) -> (B, heads, N, d).
-
-    bf16 training on CPU runs it in fp32: at these sizes (N <= 256, d = 32) torch
-    2.13's CPU flash attention takes 1.3-8x as long for forward + backward in bf16 as
-    in fp32, which slowed bf16 ViT training by ~1.2x (docs/throughput.md); fp32 is
-    also the more precise. Without gradients (the bf16 forward is the faster one), in
-    other dtypes and on other devices it is plain SDPA.
-    """
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad:
-        with torch.autocast("cpu", enabled=False):
-            a = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-        return a.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v)
 
 
 class ViTStage(nn.Module):
