@@ -58,20 +58,23 @@ install: fonts
 install-test: install
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 
-# Best effort: needs root (or passwordless sudo) and apt; skipped otherwise.
+# $(call apt_install,TAG,PACKAGES,WHAT,FALLBACK): install Debian PACKAGES unless they
+# are there; best effort: needs root (or passwordless sudo) and apt, says FALLBACK otherwise.
+define apt_install
+if dpkg -s $(2) >/dev/null 2>&1; then echo "$(1): $(3) already installed"; \
+elif ! command -v apt-get >/dev/null 2>&1; then echo "$(1): no apt-get; $(4)"; \
+else \
+  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+  if [ "$$SUDO" = none ]; then echo "$(1): not root; $(4)"; \
+  else echo "$(1): installing $(3) (optional)"; \
+    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(2) >/dev/null ) \
+      || echo "$(1): apt-get failed; $(4)"; \
+  fi; \
+fi
+endef
+
 fonts:
-	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-	  echo "fonts: Debian font packages already installed"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "fonts: no apt-get; using the fonts matplotlib ships"; \
-	else \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
-	  if [ "$$SUDO" = none ]; then echo "fonts: not root; using the fonts matplotlib ships"; \
-	  else echo "fonts: installing Debian font packages (optional)"; \
-	    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null ) \
-	      || echo "fonts: apt-get failed; continuing with the fonts matplotlib ships"; \
-	  fi; \
-	fi
+	@$(call apt_install,fonts,$(APT_PACKAGES),Debian font packages,using the fonts matplotlib ships)
 
 lint:
 	$(PYTHON) -m ruff check persec tests benchmarks scripts
@@ -103,16 +106,7 @@ peers-install:
 	@if $(PYTHON) -c "import rapidocr" 2>/dev/null; then echo "peers: rapidocr already installed"; \
 	else echo "peers: installing rapidocr"; $(PIP) install $(PEERS_PIP) rapidocr==3.10.0 \
 	  || echo "peers: rapidocr install failed; its rows will say why"; fi
-	@if dpkg -s $(PEERS_APT) >/dev/null 2>&1; then echo "peers: Tesseract packages already installed"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then echo "peers: no apt-get; no Tesseract"; \
-	else \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
-	  if [ "$$SUDO" = none ]; then echo "peers: not root; no Tesseract unless already installed"; \
-	  else echo "peers: installing Tesseract 5 from Debian"; \
-	    ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(PEERS_APT) >/dev/null ) \
-	      || echo "peers: apt-get failed; Tesseract may be missing"; \
-	  fi; \
-	fi
+	@$(call apt_install,peers,$(PEERS_APT),Tesseract 5 packages,Tesseract may be missing)
 	@if ! pkg-config --exists tesseract 2>/dev/null; then echo "peers: no libtesseract-dev; Tesseract runs through ctypes or its CLI"; \
 	elif $(PYTHON) -c "import sys, tesserocr; sys.exit(tesserocr.tesseract_version().split()[1] != '$$(pkg-config --modversion tesseract)')" 2>/dev/null; then \
 	  echo "peers: tesserocr already built against libtesseract $$(pkg-config --modversion tesseract)"; \
