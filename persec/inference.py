@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
@@ -15,6 +16,7 @@ from persec.data.folder import ImageFolderDataset
 from persec.errors import DataError
 from persec.image import ImageDecodeError, ToTensor, decode_image
 from persec.models.recognizer import Recognizer
+from persec.orientation import best_reading, orientation_variants
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[str]:
@@ -44,13 +46,16 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
 class ImagePathsDataset(Dataset):
     """Image files by path, for inference.
 
-    Items are ``(image (C, H, W), path)`` or a :class:`~persec.data.dataset.Skipped`
-    whose ``reason`` holds the error (missing file, undecodable image).
+    Items are ``(versions (K, C, H, W), path)``, the K :func:`orientation_variants` of
+    the image (K = 1 unless ``orient`` turns it), or a
+    :class:`~persec.data.dataset.Skipped` whose ``reason`` holds the error (missing
+    file, undecodable image).
     """
 
-    def __init__(self, paths: Sequence[str], transform: ToTensor):
+    def __init__(self, paths: Sequence[str], transform: ToTensor, orient: str = "none"):
         self.paths = list(paths)
         self.transform = transform
+        self.orient = orient
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,16 +71,18 @@ class ImagePathsDataset(Dataset):
             image = decode_image(data)
         except ImageDecodeError as e:
             return Skipped(f"{UNDECODABLE}: {e}", path)
-        return self.transform(image), path
+        versions = orientation_variants(image, self.orient)
+        return torch.stack([self.transform(v) for v in versions]), path  # (K, C, H, W)
 
 
 def _collate_paths(
     batch: Sequence[tuple[torch.Tensor, str] | Skipped],
-) -> tuple[torch.Tensor | None, list[str | None]]:
-    """Stack the decodable images; keep, per item in batch order, its error or None."""
+) -> tuple[torch.Tensor | None, list[int | str]]:
+    """Concatenate the versions of the decodable images; keep, per item in batch order,
+    its number of versions or its error."""
     images = [item[0] for item in batch if not isinstance(item, Skipped)]
-    errors = [item.reason if isinstance(item, Skipped) else None for item in batch]
-    return (torch.stack(images) if images else None), errors  # (B_ok, C, H, W)
+    counts = [item.reason if isinstance(item, Skipped) else len(item[0]) for item in batch]
+    return (torch.cat(images) if images else None), counts  # (sum K, C, H, W)
 
 
 @dataclass(frozen=True)
@@ -89,16 +96,22 @@ class Reading:
 
 
 def read_images(
-    model: Recognizer, paths: Sequence[str], batch_size: int = 64, workers: int = 0
+    model: Recognizer,
+    paths: Sequence[str],
+    batch_size: int = 64,
+    workers: int = 0,
+    orient: str = "none",
 ) -> Iterator[Reading]:
     """Recognise image files in batches, streaming: memory holds one batch at a time.
 
     Yields one :class:`Reading` per path, in order; unreadable images yield a
-    ``Reading`` with ``error`` set instead of raising.
+    ``Reading`` with ``error`` set instead of raising. ``orient="tall"`` reads tall
+    crops in three orientations and keeps the :func:`best_reading`.
     """
+    orientation_variants(Image.new("RGB", (1, 1)), orient)  # an unknown mode fails here
     device = next(model.parameters()).device
     loader = DataLoader(
-        ImagePathsDataset(paths, ToTensor(model.config.image)),
+        ImagePathsDataset(paths, ToTensor(model.config.image), orient),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -108,19 +121,20 @@ def read_images(
     model.eval()
     index = 0
     try:
-        for images, errors in loader:
+        for images, counts in loader:
             decoded: list[tuple[str, float]] = []
             if images is not None:
                 with torch.inference_mode():
-                    decoded = model.decode(model(images.to(device)))  # logits (B_ok, L, V)
-            results = iter(decoded)
-            for error in errors:
+                    decoded = model.decode(model(images.to(device)))  # logits (sum K, L, V)
+            start = 0
+            for count in counts:
                 path = paths[index]
                 index += 1
-                if error is not None:
-                    yield Reading(path, error=error)
+                if isinstance(count, str):
+                    yield Reading(path, error=count)
                 else:
-                    text, conf = next(results)
+                    text, conf = best_reading(decoded[start : start + count])
+                    start += count
                     yield Reading(path, text, conf)
     finally:
         model.train(was_training)

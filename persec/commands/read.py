@@ -11,6 +11,7 @@ from persec.commands.eval import non_negative_int, positive_int
 from persec.errors import PersecError
 from persec.evaluate import default_model_dir, load_model, resolve_device
 from persec.inference import Reading, list_images, read_images
+from persec.orientation import KEEP_UPRIGHT, ORIENTATIONS, TALL_RATIO
 
 HELP = "recognise images: one 'path<TAB>text<TAB>confidence' line per image"
 
@@ -24,6 +25,12 @@ The output is the prediction format of 'persec score --pred':
 An image that cannot be read or decoded gets a warning on stderr and no line. Exit
 status: 0 when at least one image was read, 2 when none could be (or on bad arguments).
 Without --model, the shipped model at {default_model_dir()} is used.
+
+Vertical text: with --orient tall (the default), a crop at least {TALL_RATIO} times as tall
+as wide is also read turned 90 degrees each way; when its upright reading is empty or
+less confident than {KEEP_UPRIGHT}, the most confident turned reading that has more
+characters replaces it. 'persec eval' follows the benchmarks' protocol and reads crops
+as they are (like --orient none).
 """
 
 
@@ -43,6 +50,12 @@ def add_parser(subparsers) -> None:
         "--workers", type=non_negative_int, default=0, metavar="N", help="image decoding processes"
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--orient",
+        choices=ORIENTATIONS,
+        default="tall",
+        help="'tall': read doubtful tall crops turned 90 degrees too (default); 'none': as given",
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     )
     failed = 0
     try:
-        for n, reading in enumerate(read_images(model, paths, args.batch_size, args.workers), 1):
+        for n, reading in enumerate(
+            read_images(model, paths, args.batch_size, args.workers, args.orient), 1
+        ):
             bar.update()
             if reading.error is None and any(c in reading.path for c in "\t\r\n"):
                 reading = Reading(reading.path, error="path holds a TAB or line break")
