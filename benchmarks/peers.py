@@ -35,9 +35,11 @@ import csv
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,9 +225,44 @@ def machine() -> dict:
     }
 
 
+# Share of the machine's CPU time that other processes may use during a run before
+# its timings are flagged as contended.
+CONTENDED_SHARE = 0.25
+
+
+def cpu_clock() -> dict | None:
+    """CPU seconds: all CPUs busy since boot (``/proc/stat``), and this process with its
+    waited-for children (the EasyOCR worker); None where ``/proc/stat`` is missing."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    own = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {
+        "busy": (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"),  # less idle, iowait
+        "own": sum(r.ru_utime + r.ru_stime for r in own),
+        "wall": time.monotonic(),
+    }
+
+
+def others_share(start: dict | None, end: dict | None, cores: int) -> float | None:
+    """Share of the machine's CPU time (0-1) that other processes used between two
+    :func:`cpu_clock` readings; None when it cannot be measured."""
+    if start is None or end is None or end["wall"] <= start["wall"]:
+        return None
+    others = (end["busy"] - start["busy"]) - (end["own"] - start["own"])
+    return max(0.0, others) / ((end["wall"] - start["wall"]) * cores)
+
+
 def busy(meta: dict) -> bool:
-    """Whether other work shared the CPU: a load average above half the cores."""
+    """Whether other work shared the CPU: other processes used more than
+    :data:`CONTENDED_SHARE` of the machine during the run. Without ``/proc/stat``, a
+    1-minute load average above half the cores at the start or end (which counts the
+    benchmark's own threads, so it errs towards flagging)."""
     cores = meta["machine"]["cores"] or 1
+    if meta.get("others_cpu_share") is not None:
+        return meta["others_cpu_share"] > CONTENDED_SHARE
     return max(meta["load_start"][0], meta["load_end"][0]) > cores / 2
 
 
@@ -238,13 +275,20 @@ def report(rows: list[dict], meta: dict) -> str:
         f"- date: {meta['date']}",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}",
         f"- load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']}",
+        *(
+            [
+                f"- CPU time used by other processes during the run: {100 * share:.0f}% of the machine"
+            ]
+            if (share := meta.get("others_cpu_share")) is not None
+            else []
+        ),
         f"- command: `{meta['command']}`",
         "",
     ]
     if busy(meta):
         lines += [
             "**The timing columns (ms/crop, crops/s, load) were measured while other jobs "
-            "used the CPU** (see the load average): compare accuracy only, and re-run on an "
+            "used the CPU** (see above): compare accuracy only, and re-run on an "
             "idle machine for timings.",
             "",
         ]
@@ -327,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     meta["load_start"] = meta["machine"]["load_average"]
+    clock = cpu_clock()
     datasets = {}
     for name in args.datasets:
         if name == HARD:
@@ -389,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{peer.name}: close failed: {one_line(e)}", file=sys.stderr)
     rows = [results[name, peer.name] for name in data for peer in peers]
     meta["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta["others_cpu_share"] = others_share(clock, cpu_clock(), meta["machine"]["cores"] or 1)
     meta["systems"] = systems
     text = report(rows, meta)
     write_outputs(args.out, rows, meta, text)
