@@ -120,8 +120,8 @@ class Recognizer(nn.Module):
     ) -> list[tuple[str, float]]:
         """Recognise a list of images with the training preprocessing, in batches of
         ``batch_size`` images. ``orient="tall"`` also reads each crop at least 1.5 times
-        as tall as wide turned 90° both ways and keeps the most confident non-empty
-        text (:mod:`persec.orientation`)."""
+        as tall as wide turned 90° both ways; a longer turned reading replaces an
+        upright one that is empty or doubtful (:func:`persec.orientation.best_reading`)."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
