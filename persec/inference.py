@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
@@ -16,7 +15,7 @@ from persec.data.folder import ImageFolderDataset
 from persec.errors import DataError
 from persec.image import ImageDecodeError, ToTensor, decode_image
 from persec.models.recognizer import Recognizer
-from persec.orientation import best_reading, orientation_variants
+from persec.orientation import best_readings, check_orient, orientation_variants
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[str]:
@@ -106,9 +105,10 @@ def read_images(
 
     Yields one :class:`Reading` per path, in order; unreadable images yield a
     ``Reading`` with ``error`` set instead of raising. ``orient="tall"`` reads tall
-    crops in three orientations and keeps the :func:`best_reading`.
+    crops in three orientations and keeps the
+    :func:`~persec.orientation.best_reading`.
     """
-    orientation_variants(Image.new("RGB", (1, 1)), orient)  # an unknown mode fails here
+    check_orient(orient)
     device = next(model.parameters()).device
     loader = DataLoader(
         ImagePathsDataset(paths, ToTensor(model.config.image), orient),
@@ -126,15 +126,14 @@ def read_images(
             if images is not None:
                 with torch.inference_mode():
                     decoded = model.decode(model(images.to(device)))  # logits (sum K, L, V)
-            start = 0
+            results = iter(best_readings(decoded, [c for c in counts if isinstance(c, int)]))
             for count in counts:
                 path = paths[index]
                 index += 1
                 if isinstance(count, str):
                     yield Reading(path, error=count)
                 else:
-                    text, conf = best_reading(decoded[start : start + count])
-                    start += count
+                    text, conf = next(results)
                     yield Reading(path, text, conf)
     finally:
         model.train(was_training)

@@ -23,6 +23,12 @@ KEEP_UPRIGHT = 0.5
 """Confidence from which a tall crop's upright reading is kept without comparing."""
 
 
+def check_orient(orient: str) -> None:
+    """Raise ``ValueError`` naming the modes when ``orient`` is not one of them."""
+    if orient not in ORIENTATIONS:
+        raise ValueError(f"orient must be one of {', '.join(ORIENTATIONS)}, not {orient!r}")
+
+
 def orientation_variants(image: Image.Image, orient: str = "none") -> list[Image.Image]:
     """The versions of ``image`` to read: the image itself first, then, for
     ``orient="tall"`` and a crop at least :data:`TALL_RATIO` times as tall as wide, the
@@ -32,8 +38,7 @@ def orientation_variants(image: Image.Image, orient: str = "none") -> list[Image
     Raises:
         ValueError: an unknown ``orient``.
     """
-    if orient not in ORIENTATIONS:
-        raise ValueError(f"orient must be one of {', '.join(ORIENTATIONS)}, not {orient!r}")
+    check_orient(orient)
     if orient == "tall" and image.height >= TALL_RATIO * image.width:
         return [
             image,
@@ -62,3 +67,15 @@ def best_reading(
         return first
     longer = [c for c in candidates[1:] if len(c[0]) > len(first[0])]
     return max(longer, key=lambda c: c[1]) if longer else first
+
+
+def best_readings(
+    decoded: Sequence[tuple[str, float]], counts: Sequence[int]
+) -> list[tuple[str, float]]:
+    """The :func:`best_reading` of each image, from the readings of a batch that holds
+    each image's ``counts[i]`` versions one after the other."""
+    out, start = [], 0
+    for count in counts:
+        out.append(best_reading(decoded[start : start + count]))
+        start += count
+    return out

@@ -14,7 +14,13 @@ from persec.inference import read_images
 from persec.models.decoders import DecoderConfig
 from persec.models.encoders import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
-from persec.orientation import KEEP_UPRIGHT, TALL_RATIO, best_reading, orientation_variants
+from persec.orientation import (
+    KEEP_UPRIGHT,
+    TALL_RATIO,
+    best_reading,
+    best_readings,
+    orientation_variants,
+)
 
 
 def marked(width: int, height: int) -> Image.Image:
@@ -71,6 +77,20 @@ def test_unknown_mode_is_named():
 )
 def test_best_reading(candidates, expected):
     assert best_reading(candidates) == expected
+
+
+def test_best_readings_groups_consecutive_versions():
+    decoded = [
+        ("", 0.99),
+        ("3rdave", 0.7),
+        ("ev", 0.2),
+        ("wide", 0.1),
+        ("1", 0.45),
+        ("9", 0.99),
+        ("o", 0.6),
+    ]
+    assert best_readings(decoded, [3, 1, 3]) == [("3rdave", 0.7), ("wide", 0.1), ("1", 0.45)]
+    assert best_readings([], []) == []
 
 
 class EdgeReader(nn.Module):

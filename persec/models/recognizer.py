@@ -22,7 +22,7 @@ from persec.errors import PersecError
 from persec.image import ImageConfig, decode_image, to_tensor
 from persec.models.decoders import DecoderConfig, build_decoder
 from persec.models.encoders import EncoderConfig, build_encoder
-from persec.orientation import best_reading, orientation_variants
+from persec.orientation import best_readings, orientation_variants
 from persec.weights import load_state, read_json, read_safetensors, write_module
 
 WEIGHTS = "model.safetensors"
@@ -132,8 +132,8 @@ class Recognizer(nn.Module):
                 for x in images[start : start + batch_size]
             ]
             batch = torch.stack([to_tensor(v, self.config.image) for vs in versions for v in vs])
-            decoded = iter(self.decode(self(batch.to(device))))  # logits (sum K, L, V)
-            out.extend(best_reading([next(decoded) for _ in vs]) for vs in versions)
+            decoded = self.decode(self(batch.to(device)))  # logits (sum K, L, V)
+            out.extend(best_readings(decoded, [len(vs) for vs in versions]))
         self.train(was_training)
         return out
 
