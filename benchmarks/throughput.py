@@ -24,7 +24,7 @@ Usage::
     python benchmarks/throughput.py --quick             # smoke run: 1+2 iterations each
     python benchmarks/throughput.py --models vit        # rows whose name contains "vit"
     python benchmarks/throughput.py --profile vit-ctc   # top ops of a few training steps
-    python benchmarks/throughput.py --no-mmap           # glibc keeps freed memory
+    python benchmarks/throughput.py --glibc-default     # glibc frees big blocks at once
 
 Tables are printed and written to ``benchmarks/results/throughput/`` (Markdown and
 JSON). Other processes compete for the same cores: the load average is recorded.
@@ -60,6 +60,7 @@ from persec.finetune import FinetuneConfig  # noqa: E402
 from persec.models.recognizer import Recognizer  # noqa: E402
 from persec.pretrain import PretrainConfig, build_pretraining  # noqa: E402
 from persec.systems import build_optimizer  # noqa: E402
+from persec.training import keep_freed_memory  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "results" / "throughput"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -407,17 +408,6 @@ def _data_line(r: dict) -> str:
     )
 
 
-def keep_freed_memory() -> None:
-    """glibc: never return freed memory to the OS, so big tensors reuse pages already
-    mapped instead of faulting fresh ones in on every step (``--no-mmap``)."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**30)
-
-
 def machine() -> dict:
     cpu = cpu_model(platform.processor())
     return {
@@ -426,7 +416,7 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_before": os.getloadavg()[0],
-        "no_mmap": False,
+        "keep_freed_memory": False,
     }
 
 
@@ -438,13 +428,11 @@ def run(args: argparse.Namespace) -> None:
         else {"warmup": 3, "iters": 5, "repeats": 3}
     )
     info = machine()
-    if args.no_mmap:
-        keep_freed_memory()
-        info["no_mmap"] = True
+    info["keep_freed_memory"] = args.kept
     print(
         f"# {info['cpu']}, {info['cores']} CPUs, {info['threads']} torch threads, "
         f"torch {info['torch']}, load average {info['load_before']:.2f}"
-        + (", glibc malloc without mmap" if info["no_mmap"] else ""),
+        + ("" if info["keep_freed_memory"] else ", glibc's default allocator (--glibc-default)"),
         flush=True,
     )
     n, reps = args.matmul_size, 3 if args.quick else 10
@@ -487,7 +475,7 @@ def write(args, info: dict, models: list[dict], data: list[dict]) -> None:
         f"Machine: {info['cpu']}, {info['cores']} CPUs, {info['threads']} torch threads, "
         f"torch {info['torch']}; load average {info['load_before']:.2f} before, "
         f"{info['load_after']:.2f} after"
-        + ("; glibc malloc without mmap (--no-mmap)." if info["no_mmap"] else "."),
+        + ("." if info["keep_freed_memory"] else "; glibc's default allocator (--glibc-default)."),
         "",
         f"Ceiling (`torch.mm` {info['matmul_size']}x{info['matmul_size']}, best of "
         f"{10 if not args.quick else 3}): fp32 {info['ceiling_gflop_s']['fp32']:.0f} GFLOP/s, "
@@ -539,13 +527,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25, help="ops to list when profiling")
     parser.add_argument("--fp32", action="store_true", help="profile in fp32")
     parser.add_argument(
-        "--no-mmap", action="store_true", help="keep freed memory in the process (glibc mallopt)"
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's allocator as it is (training keeps freed memory: "
+        "trainer.keep_freed_memory)",
     )
     args = parser.parse_args()
     args.out = str(Path(args.out).resolve())
     os.chdir(ROOT)  # config paths (e.g. data.train) are relative to the repository
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     torch.manual_seed(0)
+    # As training does (TrainerConfig.keep_freed_memory): big tensors reuse mapped pages.
+    args.kept = not args.glibc_default and keep_freed_memory()
     if args.profile:
         profile(args)
     else:
