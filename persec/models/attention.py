@@ -97,13 +97,6 @@ def _partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
     return x.reshape(b, -1, wh * ww, c)
 
 
-def _merge(x: torch.Tensor, hp: int, wp: int, wh: int, ww: int) -> torch.Tensor:
-    """(B, nWin, wh*ww, C) -> (B, Hp, Wp, C); inverse of :func:`_partition`."""
-    b, _, _, c = x.shape
-    x = x.reshape(b, hp // wh, wp // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, hp, wp, c)
-
-
 def _axis_windows(size: int, padded: int, window: int, shift: int, device) -> tuple:
     """Per position of one rolled, padded axis: its true window id and whether it is real.
 
@@ -114,6 +107,83 @@ def _axis_windows(size: int, padded: int, window: int, shift: int, device) -> tu
     pos = torch.arange(padded, device=device)
     ids = torch.div(pos - shift, window, rounding_mode="floor")
     return ids.roll(-shift), (pos < size).roll(-shift)  # (padded,), (padded,)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where every token of an h×w map goes in the windows of one attention layer.
+
+    ``slots[s]`` is the map position (y·w + x) read into window slot s (windows in
+    raster order, each wh·ww slots): the zero-padding, the cyclic shift and the window
+    partition of Swin in one index. A padded slot reads position 0; its value never
+    matters (no real query sees it, and its own output is dropped). ``positions[p]``
+    is the slot of map position p, so gathering by it merges and crops in one step.
+    ``allowed`` (nWin, 1, N, N) says which keys each query may see, or is None when
+    every window is whole and unshifted.
+    """
+
+    wh: int
+    ww: int
+    n_win: int
+    slots: torch.Tensor  # (nWin * N,) long
+    positions: torch.Tensor  # (h * w,) long
+    allowed: torch.Tensor | None
+
+
+class _WindowGather(torch.autograd.Function):
+    """``x[:, forward_index]`` of (B, P, C) -> (B, S, C) whose gradient is the gather
+    ``grad[:, backward_index]``: the two indices of a :class:`_Layout` are each other's
+    inverse on the real tokens, and padded slots carry no gradient to real ones (see
+    :class:`_Layout`), so the exact gradient is a copy, not torch's zero-fill plus
+    ``index_add`` for ``index_select``. Rows are gathered as one flat (B·P, C) index,
+    which runs at memory-copy speed on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, forward_index, backward_index):
+        ctx.save_for_backward(backward_index)
+        ctx.rows = x.size(1)
+        return _gather_rows(x, forward_index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (backward_index,) = ctx.saved_tensors
+        return _gather_rows(grad.contiguous(), backward_index), None, None
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, P, C), index (S,) into P -> (B, S, C), through one flat row index."""
+    b, rows, c = x.shape
+    flat = (torch.arange(b, device=x.device) * rows)[:, None] + index[None, :]  # (B, S)
+    return x.reshape(b * rows, c).index_select(0, flat.reshape(-1)).reshape(b, -1, c)
+
+
+def _regather(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, P, C) -> (B, len(index), C): rows of ``x`` in the order of ``index``."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _WindowGather.apply(x, index, inverse)
+    # Plain gather without gradients: independent of the batch size (ONNX export).
+    return x.index_select(1, index)
+
+
+def _window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float
+) -> torch.Tensor:
+    """softmax(q kᵀ/√d + bias) v per window. q/k/v (B, nWin, heads, N, d), bias
+    broadcastable to (B, nWin, heads, N, N) -> (B, nWin, heads, N, d).
+
+    On CPU written out: the bias needs a gradient, so SDPA would take its math path
+    anyway, which adds a fully-masked-row check (``all`` + ``where`` over the scores)
+    that no window here needs; the result is bit-identical. Elsewhere SDPA, whose GPU
+    kernels take a bias.
+    """
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1) + bias  # (B, nWin, heads, N, N)
+    weights = scores.softmax(-1)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p)
+    return weights @ v
 
 
 class WindowAttention2d(nn.Module):
@@ -159,6 +229,7 @@ class WindowAttention2d(nn.Module):
         # One learned bias per head and relative offset (dy, dx), |dy| < rh, |dx| < rw.
         self.rel_bias = nn.Parameter(torch.empty((2 * rh - 1) * (2 * rw - 1), heads))
         nn.init.trunc_normal_(self.rel_bias, std=0.02)
+        self._layouts: dict[tuple, _Layout] = {}  # per (h, w, device); not state
 
     def relative_bias(self, wh: int, ww: int) -> torch.Tensor:
         """Bias of every query/key pair of a wh×ww window. -> (heads, N, N), N = wh*ww."""
@@ -176,32 +247,49 @@ class WindowAttention2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
         b, h, w, c = x.shape
+        lay = self._layout(h, w, x.device)
+        n = lay.wh * lay.ww
+        # Windows are gathered after the projection: padded slots are masked as keys and
+        # dropped as queries, so their values never matter.
+        qkv = self.qkv(x).reshape(b, h * w, 3 * c)
+        qkv = _regather(qkv, lay.slots, lay.positions)  # (B, nWin * N, 3C)
+        qkv = qkv.reshape(b, lay.n_win, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nWin, heads, N, d)
+
+        bias = self.relative_bias(lay.wh, lay.ww).to(q.dtype)  # (heads, N, N)
+        if lay.allowed is not None:
+            bias = torch.where(lay.allowed, bias, float("-inf"))  # (nWin, heads, N, N)
+        y = _window_attention(q, k, v, bias, self.dropout if self.training else 0.0)
+        y = y.transpose(2, 3).reshape(b, lay.n_win * n, c)  # (B, nWin * N, C)
+        y = _regather(y, lay.positions, lay.slots).reshape(b, h, w, c)
+        return self.proj_drop(self.proj(y))
+
+    def _layout(self, h: int, w: int, device: torch.device) -> _Layout:
+        """The window layout of an h×w map (cached per size and device)."""
+        key = (h, w, str(device))
+        if key not in self._layouts:
+            self._layouts[key] = self._build_layout(h, w, device)
+        return self._layouts[key]
+
+    def _build_layout(self, h: int, w: int, device: torch.device) -> _Layout:
         wh, ww = (h, w) if self.global_attention else self.window
         hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
         # With a single window along an axis a roll would only cut that window in two.
         sh = wh // 2 if self.shift and hp > wh else 0
         sw = ww // 2 if self.shift and wp > ww else 0
-        # Pad after the projection: padded positions are masked as keys and cropped as
-        # queries, so their values never matter.
-        qkv = self.qkv(x)  # (B, H, W, 3C)
-        if hp > h or wp > w:
-            qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
-        if sh or sw:
-            qkv = qkv.roll((-sh, -sw), dims=(1, 2))
-        n_win, n = (hp // wh) * (wp // ww), wh * ww
-        qkv = _partition(qkv, wh, ww).reshape(b, n_win, n, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nWin, heads, N, d)
-
-        bias = self.relative_bias(wh, ww).to(q.dtype)  # (heads, N, N)
-        if hp > h or wp > w or sh or sw:
-            bias = torch.where(self._allowed(h, w, hp, wp, wh, ww, sh, sw), bias, float("-inf"))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nWin, heads, N, d)
-        y = _merge(y.transpose(2, 3).reshape(b, n_win, n, c), hp, wp, wh, ww)
-        if sh or sw:
-            y = y.roll((sh, sw), dims=(1, 2))
-        return self.proj_drop(self.proj(y[:, :h, :w]))
+        # Slot (Y, X) of the rolled, padded grid holds map position ((Y+sh) % hp,
+        # (X+sw) % wp), when that lies inside the map.
+        ys = (torch.arange(hp, device=device) + sh) % hp
+        xs = (torch.arange(wp, device=device) + sw) % wp
+        real = (ys[:, None] < h) & (xs[None, :] < w)  # (Hp, Wp)
+        source = torch.where(real, ys[:, None] * w + xs[None, :], 0)  # (Hp, Wp)
+        slots = _partition(source[None, :, :, None], wh, ww).reshape(-1)  # (nWin * N,)
+        real = _partition(real[None, :, :, None], wh, ww).reshape(-1)
+        positions = torch.empty(h * w, dtype=torch.long, device=device)
+        positions[slots[real]] = torch.arange(slots.numel(), device=device)[real]
+        padded_or_shifted = hp > h or wp > w or sh or sw
+        allowed = self._allowed(h, w, hp, wp, wh, ww, sh, sw) if padded_or_shifted else None
+        return _Layout(wh, ww, (hp // wh) * (wp // ww), slots, positions, allowed)
 
     def _allowed(self, h, w, hp, wp, wh, ww, sh, sw) -> torch.Tensor:
         """Which keys each query may see, per window. -> (nWin, 1, N, N) bool."""
@@ -213,9 +301,11 @@ class WindowAttention2d(nn.Module):
         real = realy[:, None] & realx[None, :]
         gid = _partition(gid[None, :, :, None], wh, ww)[0, :, :, 0]  # (nWin, N)
         real = _partition(real[None, :, :, None], wh, ww)[0, :, :, 0]
-        allowed = (gid[:, :, None] == gid[:, None, :]) & real[:, None, :]
-        # A padded query may see only itself: no row is fully masked (no NaN), and
-        # its output is cropped anyway.
+        both_real = real[:, :, None] & real[:, None, :]
+        allowed = (gid[:, :, None] == gid[:, None, :]) & both_real
+        # A padded query sees only itself: no row is fully masked (no NaN), its output
+        # is dropped anyway, and no gradient reaches a real token through it
+        # (what _WindowGather's backward relies on).
         allowed |= torch.eye(wh * ww, dtype=torch.bool, device=dev)
         return allowed[:, None]
 
