@@ -157,3 +157,16 @@ def test_fp32_outputs_under_bf16_autocast(training: bool) -> None:
         out = q(x, generator=_gen(1))
     assert out.quantized.dtype == out.prob_ppl.dtype == out.code_ppl.dtype == torch.float32
     torch.testing.assert_close(out.quantized, _selected_rows(q, out.indices), atol=0, rtol=0)
+
+
+def test_gumbel_noise_has_the_gumbel_distribution() -> None:
+    from persec.models.quantizer import _gumbel_noise
+
+    noise = _gumbel_noise(torch.empty(200_000, 3), _gen(5))
+    assert torch.isfinite(noise).all()
+    assert noise.mean().item() == pytest.approx(0.5772, abs=0.01)  # Euler-Mascheroni
+    assert noise.var().item() == pytest.approx(torch.pi**2 / 6, abs=0.03)
+    # Gumbel-max: argmax(logits + noise) samples softmax(logits).
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    freq = torch.bincount((logits + noise).argmax(-1), minlength=3) / noise.size(0)
+    torch.testing.assert_close(freq, logits.softmax(-1), atol=0.005, rtol=0)
