@@ -33,7 +33,7 @@ from persec.charset import AttentionTokenizer, Charset, CTCTokenizer
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
 from persec.models.decoders import AttentionDecoder, attention_greedy_decode, ctc_greedy_decode
-from persec.models.recognizer import ImageLike, Recognizer, as_pil_image
+from persec.models.recognizer import ImageLike, Recognizer, as_pil_image, read_in_batches
 
 FORMATS = ("onnx",)
 # The lowest opset the torch.export-based exporter writes natively.
@@ -357,13 +357,14 @@ class OnnxRecognizer:
         """One image (path, PIL image or uint8 array) → ``(C, H, W)``, as the model's."""
         return to_tensor(as_pil_image(image), self.info.image)
 
-    def read(self, images: Sequence[ImageLike], batch_size: int = 64) -> list[tuple[str, float]]:
-        """Recognise a list of images, in batches."""
-        out: list[tuple[str, float]] = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(x) for x in images[start : start + batch_size]])
-            out.extend(self.decode(self(batch)))
-        return out
+    def read(
+        self, images: Sequence[ImageLike], batch_size: int = 64, orient: str = "none"
+    ) -> list[tuple[str, float]]:
+        """Recognise a list of images in batches, as :meth:`Recognizer.read` does
+        (``orient="tall"``: tall crops are also read turned 90° both ways)."""
+        return read_in_batches(
+            images, self.info.image, lambda batch: self.decode(self(batch)), batch_size, orient
+        )
 
 
 # ---------------------------------------------------------------- parity

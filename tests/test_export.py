@@ -191,6 +191,14 @@ def test_sidecar_and_read_match_the_model(exported, words):
     onnx = OnnxRecognizer(path)
     arrays = [np.asarray(w) for w in words[:4]]  # arrays take the same path as PIL images
     assert [t for t, _ in onnx.read(arrays, batch_size=3)] == [t for t, _ in model.read(arrays)]
+    # Tall crops (words turned 90°) with orient="tall": both readers take the same path.
+    tall = [np.asarray(w.rotate(90, expand=True)) for w in words[:3]]
+    assert all(a.shape[0] >= 1.5 * a.shape[1] for a in tall)
+    mixed = [*tall, *arrays[:2]]
+    got = onnx.read(mixed, batch_size=2, orient="tall")
+    want = model.read(mixed, batch_size=4, orient="tall")
+    assert [t for t, _ in got] == [t for t, _ in want]
+    np.testing.assert_allclose([c for _, c in got], [c for _, c in want], rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------- CLI

@@ -7,7 +7,7 @@ spelled out). Loading never unpickles anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,32 @@ def as_pil_image(image: ImageLike) -> Image.Image:
     return image
 
 
+def read_in_batches(
+    images: Sequence[ImageLike],
+    image: ImageConfig,
+    recognize: Callable[[torch.Tensor], list[tuple[str, float]]],
+    batch_size: int = 64,
+    orient: str = "none",
+) -> list[tuple[str, float]]:
+    """``[(text, confidence)]`` for ``images``, read ``batch_size`` at a time.
+
+    Each image is preprocessed as in training (``image``); with ``orient="tall"`` a tall
+    crop's turned versions go into the same batch and the best reading is kept
+    (:func:`persec.orientation.best_readings`). ``recognize`` maps a batch
+    (N, C, H, W) to its decoded readings; :meth:`Recognizer.read` and the ONNX
+    reader (:class:`persec.export.OnnxRecognizer`) share this loop.
+    """
+    out: list[tuple[str, float]] = []
+    for start in range(0, len(images), batch_size):
+        versions = [
+            orientation_variants(as_pil_image(x), orient)
+            for x in images[start : start + batch_size]
+        ]
+        batch = torch.stack([to_tensor(v, image) for vs in versions for v in vs])  # (ΣK, C, H, W)
+        out.extend(best_readings(recognize(batch), [len(vs) for vs in versions]))
+    return out
+
+
 class Recognizer(nn.Module):
     """Images ``(B, C, H, W)`` in [-1, 1] → text.
 
@@ -125,17 +151,16 @@ class Recognizer(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out: list[tuple[str, float]] = []
-        for start in range(0, len(images), batch_size):
-            versions = [
-                orientation_variants(as_pil_image(x), orient)
-                for x in images[start : start + batch_size]
-            ]
-            batch = torch.stack([to_tensor(v, self.config.image) for vs in versions for v in vs])
-            decoded = self.decode(self(batch.to(device)))  # logits (sum K, L, V)
-            out.extend(best_readings(decoded, [len(vs) for vs in versions]))
-        self.train(was_training)
-        return out
+        try:
+            return read_in_batches(
+                images,
+                self.config.image,
+                lambda batch: self.decode(self(batch.to(device))),
+                batch_size,
+                orient,
+            )
+        finally:
+            self.train(was_training)
 
     # ---------------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> Path:
