@@ -48,17 +48,19 @@ class OptimConfig:
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params, config: OptimConfig, fused: bool = True) -> torch.optim.Optimizer:
     """The optimiser named by ``config``.
 
-    Fused kernels when every parameter is a floating-point tensor on the CPU or a CUDA
-    GPU: on CPU torch's default is a Python loop over the parameters, which took
-    15-25 ms per AdamW step of the shipped model where the fused kernel takes 4-7 ms
+    With ``fused``, fused kernels when every parameter is a floating-point tensor on the
+    CPU or a CUDA GPU (the systems pass False under a GradScaler, i.e. fp16): on CPU torch's default is a Python loop over the parameters, which took
+    14-27 ms per AdamW step of the shipped model where the fused kernel takes 4-7 ms
     (docs/throughput.md). Same update up to float rounding (~1e-8 after 20 steps).
     """
     params = list(params)
-    fused = bool(params) and all(
-        p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params
+    fused = (
+        fused
+        and bool(params)
+        and all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params)
     )
     kwargs = {"lr": config.lr, "weight_decay": config.weight_decay, "fused": fused or None}
     if config.name == "sgd":
@@ -84,10 +86,11 @@ def lr_factor(step: int, total: int, config: OptimConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def optimizer_and_schedule(params, config: OptimConfig, max_steps: int) -> dict:
+def optimizer_and_schedule(params, config: OptimConfig, max_steps: int, fused: bool = True) -> dict:
     """Lightning's ``configure_optimizers`` answer: the optimiser over the trainable
-    ``params`` and a per-step warm-up + cosine/constant schedule."""
-    optimizer = build_optimizer([p for p in params if p.requires_grad], config)
+    ``params`` (``fused``: as :func:`build_optimizer`) and a per-step warm-up +
+    cosine/constant schedule."""
+    optimizer = build_optimizer([p for p in params if p.requires_grad], config, fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, max_steps, config)
     )
@@ -108,6 +111,24 @@ class _TrainingSystem(L.LightningModule):
         self.max_nonfinite = max_nonfinite
         self.nonfinite_steps = 0  # steps skipped for a NaN/Inf loss, whole run
         self._nonfinite_run = 0  # ... in a row, up to now
+
+    def _fused_optimizer_ok(self) -> bool:
+        """Fused optimisers unless a GradScaler (fp16) scales the gradients."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) is None
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip gradients by norm. Lightning's mixed-precision plugin refuses to clip
+        for any fused optimiser, since under fp16 such an optimiser unscales gradients
+        itself; under bf16 there is no scaler and nothing to unscale, so persec clips
+        directly, as the plugin would for an unfused optimiser."""
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and fused and self._fused_optimizer_ok():
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def checked_loss(self, loss: torch.Tensor) -> torch.Tensor | None:
         """``loss`` when it is finite on every rank; otherwise ``None``, which makes
@@ -261,7 +282,9 @@ class RecognitionSystem(_TrainingSystem):
         self.log("val/word_acc", mean, prog_bar=True, add_dataloader_idx=False)
 
     def configure_optimizers(self):
-        return optimizer_and_schedule(self.model.parameters(), self.optim, self.max_steps)
+        return optimizer_and_schedule(
+            self.model.parameters(), self.optim, self.max_steps, self._fused_optimizer_ok()
+        )
 
 
 class PretrainSystem(_TrainingSystem):
@@ -339,4 +362,6 @@ class PretrainSystem(_TrainingSystem):
         self._log_terms("val", out.logs, b, add_dataloader_idx=False)
 
     def configure_optimizers(self):
-        return optimizer_and_schedule(self.parameters(), self.optim, self.max_steps)
+        return optimizer_and_schedule(
+            self.parameters(), self.optim, self.max_steps, self._fused_optimizer_ok()
+        )

@@ -142,7 +142,6 @@ class _WindowGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, forward_index, backward_index):
         ctx.save_for_backward(backward_index)
-        ctx.rows = x.size(1)
         return _gather_rows(x, forward_index)
 
     @staticmethod
