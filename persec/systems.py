@@ -52,8 +52,9 @@ def build_optimizer(params, config: OptimConfig, fused: bool = True) -> torch.op
     """The optimiser named by ``config``.
 
     With ``fused``, fused kernels when every parameter is a floating-point tensor on the
-    CPU or a CUDA GPU (the systems pass False under a GradScaler, i.e. fp16): on CPU torch's default is a Python loop over the parameters, which took
-    14-27 ms per AdamW step of the shipped model where the fused kernel takes 4-7 ms
+    CPU or a CUDA GPU (the systems pass False under a GradScaler, i.e. fp16): on CPU
+    torch's default is a Python loop over the parameters, which took 14-27 ms per AdamW
+    step of the shipped model where the fused kernel takes 4-7 ms
     (docs/throughput.md). Same update up to float rounding (~1e-8 after 20 steps).
     """
     params = list(params)
@@ -124,7 +125,8 @@ class _TrainingSystem(L.LightningModule):
         itself; under bf16 there is no scaler and nothing to unscale, so persec clips
         directly, as the plugin would for an unfused optimiser."""
         fused = getattr(optimizer, "_step_supports_amp_scaling", False)
-        if gradient_clip_val and fused and self._fused_optimizer_ok():
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and by_norm and fused and self._fused_optimizer_ok():
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
