@@ -416,7 +416,6 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_before": os.getloadavg()[0],
-        "keep_freed_memory": False,
     }
 
 
