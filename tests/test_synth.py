@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import re
 import string
 from pathlib import Path
 
@@ -140,6 +141,18 @@ def test_words_deterministic_and_proportions():
     assert all(any(c.isdigit() for c in sampler.sample(rng)) for _ in range(300))
 
 
+def test_dates_only_when_the_charset_draws_a_slash():
+    date = re.compile(r"^\d\d([/.-])\d\d\1(\d\d|\d{4})$")
+    numbers = WordConfig(p_word=0, p_random=0, p_number=1)
+    rng = np.random.default_rng(3)
+    full = [WordSampler(numbers, "94_full").sample(rng) for _ in range(2000)]
+    dates = [w for w in full if date.match(w)]
+    assert len(dates) > 20 and any("/" in w for w in dates)
+    rng = np.random.default_rng(3)
+    mixed = WordSampler(numbers, "62_mixed")
+    assert not any(date.match(mixed.sample(rng)) for _ in range(2000))
+
+
 def test_user_word_list(tmp_path):
     path = tmp_path / "words.txt"
     path.write_text("alpha\nbeta\n\ncafé\nnot ok\ndon't\n")
@@ -174,6 +187,26 @@ def test_labels_pass_charset_check(fonts):
         for i in range(n):
             _, label = renderer.render(i)
             assert charset.check(label, max_length=25) == (label, None), (spec, label)
+
+
+def test_draw_charset_draws_more_than_the_label_holds(fonts):
+    words = WordConfig(p_punctuation=0.5, p_number=0.5)
+    config = HardSynthConfig(charset="36_lowercase", draw_charset="94_full", words=words)
+    renderer = WordRenderer(config, fonts=fonts)
+    charset = Charset.from_spec("36_lowercase")
+    assert renderer.label("03/09/2009") == "03092009" and renderer.label("Ben's") == "bens"
+    drawn = [renderer._pick_text(np.random.default_rng(i))[0] for i in range(200)]
+    assert sum(any(c in string.punctuation for c in t) for t in drawn) > 20
+    for text in drawn:
+        assert renderer.label(text) == charset.strip_unsupported(text) != "", text
+    for i in range(50):
+        label = renderer.render(i)[1]
+        assert charset.check(label, max_length=25) == (label, None), label
+    # Without draw_charset nothing outside the label charset is drawn.
+    plain = WordRenderer(dataclasses.replace(config, draw_charset=""), fonts=fonts)
+    for i in range(100):
+        text = plain._pick_text(np.random.default_rng(i))[0]
+        assert plain.label(text) == text.lower() and all(c.isalnum() for c in text), text
 
 
 def test_caps_fonts_get_uppercase_labels(fonts):

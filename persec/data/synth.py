@@ -35,6 +35,11 @@ class SynthConfig:
 
     Attributes:
         charset: charset of the labels (preset or file); text is drawn from it.
+        draw_charset: a larger charset to draw text from (e.g. ``94_full``), or ``""``
+            (draw only label characters). Characters ``charset`` lacks are drawn but
+            left out of the label, as STR training on real data strips unsupported
+            characters [ours]: a model that cannot output ``/`` learns to pass over
+            it (``03/09/2009`` → ``03092009``) rather than read it as ``1`` or ``i``.
         max_length: longest label.
         height: output height.
         width: output width (images are resized to it), or None to keep the text's
@@ -74,6 +79,7 @@ class SynthConfig:
     """
 
     charset: str = "62_mixed"
+    draw_charset: str = ""
     max_length: int = 25
     height: int = 32
     width: int | None = 128
@@ -195,7 +201,8 @@ class WordRenderer:
         check_config(c)
         self.split, self.seed = split, int(seed)
         self.charset = Charset.from_spec(c.charset)
-        self.words = WordSampler(c.words, self.charset, c.max_length)
+        drawn = Charset.from_spec(c.draw_charset) if c.draw_charset else self.charset
+        self.words = WordSampler(c.words, drawn, c.max_length)
         if fonts is None:
             fonts = available_fonts(c.font_dirs, c.system_fonts)
         self.fonts = split_fonts(fonts, split, c.test_font_fraction)
@@ -226,6 +233,13 @@ class WordRenderer:
         return font
 
     # ------------------------------------------------------------------ text
+    def label(self, text: str) -> str:
+        """The label of drawn ``text``: normalised by the charset, and without the
+        characters it lacks when ``draw_charset`` draws more."""
+        if self.config.draw_charset:
+            return self.charset.strip_unsupported(text)
+        return self.charset.normalize(text)
+
     def _pick_text(self, rng: np.random.Generator) -> tuple[str, FontFace]:
         """The text to draw and a face that renders all of its characters."""
         drawable = self.words.drawable
@@ -234,11 +248,15 @@ class WordRenderer:
             fam = self._families[int(rng.integers(len(self._families)))]
             face = fam[int(rng.integers(len(fam)))]
             drawn = text.upper() if face.case == "upper" else text
-            if all(ch in face.coverage and ch in drawable for ch in drawn):
+            if all(ch in face.coverage and ch in drawable for ch in drawn) and self.label(drawn):
                 return drawn, face
         # Rare (punctuation few faces have): the first face that can draw the text.
         for face in self.fonts:
-            if face.case == "mixed" and all(ch in face.coverage for ch in text):
+            if (
+                face.case == "mixed"
+                and all(ch in face.coverage for ch in text)
+                and self.label(text)
+            ):
                 return text, face
         raise PersecError(f"no {self.split!r} font can draw {text!r}: use a smaller charset")
 
@@ -389,7 +407,8 @@ class WordRenderer:
         """Render sample ``index``: an RGB image and its label.
 
         The label is the text drawn, normalised by the charset (case-folded for a
-        single-case charset): no glyph is drawn that the label lacks, nor dropped.
+        single-case charset): no glyph is drawn that the label lacks, nor dropped,
+        except the characters outside ``charset`` that ``draw_charset`` adds.
         """
         c, H = self.config, self.config.height
         s = H / 32
@@ -447,7 +466,7 @@ class WordRenderer:
             im.paste(fill, (x, y), masks[-1])
         else:
             im.paste(fg, (x, y), masks[-1])
-        return self._degrade(rng, im), self.charset.normalize(text)
+        return self._degrade(rng, im), self.label(text)
 
     def _degrade(self, rng: np.random.Generator, im: Image.Image) -> Image.Image:
         """Resize to the output size, then camera-like losses."""

@@ -219,9 +219,16 @@ class WordSampler:
             whole = int(rng.integers(0, 1000))
             cents = f".{int(rng.integers(0, 100)):02d}" if rng.random() < 0.6 else ""
             return ("$" if rng.random() < 0.5 else "") + f"{whole}{cents}"
-        if kind == 5:  # time or phone-like
-            if rng.random() < 0.5:
+        if kind == 5:  # time, date (when the charset draws "/") or phone-like
+            r = rng.random()
+            if r < 0.5:
                 return f"{int(rng.integers(0, 24))}:{int(rng.integers(0, 60)):02d}"
+            if r < 0.75 and "/" in self.drawable:
+                day, month = int(rng.integers(1, 29)), int(rng.integers(1, 13))
+                year = int(rng.integers(1950, 2036))
+                sep = "/" if rng.random() < 0.6 else ".-"[int(rng.integers(2))]
+                year_text = str(year) if rng.random() < 0.7 else f"{year % 100:02d}"
+                return f"{day:02d}{sep}{month:02d}{sep}{year_text}"
             return f"{int(rng.integers(100, 1000))}-{int(rng.integers(0, 10000)):04d}"
         if kind == 6:  # ordinal
             n = int(rng.integers(1, 200))
