@@ -7,7 +7,8 @@ empty or longer than ``max_label_length`` are skipped and reported, never scored
 Predictions are mapped through the same charset by
 :class:`~persec.metrics.ScoreAccumulator`. Images get the model's own preprocessing
 (:class:`~persec.image.ToTensor` of ``model.config.image``), as in training and
-:meth:`Recognizer.read`.
+:meth:`Recognizer.read`; every crop is read as given unless ``orient="tall"`` (then
+tall crops are also read turned 90° both ways, as ``persec read`` does by default).
 
 Dataset paths (:func:`find_datasets`): a folder that is itself a dataset (``gt.txt`` or
 ``data.mdb`` directly inside) is one dataset; any other folder stands for its immediate
@@ -49,6 +50,7 @@ from persec.metrics import (
     scores_to_rows,
 )
 from persec.models.recognizer import CONFIG, Recognizer
+from persec.orientation import OrientedTransform, best_readings, check_orient
 
 logger = logging.getLogger("persec.evaluate")
 
@@ -144,19 +146,26 @@ def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def open_eval_dataset(
-    path: str | Path, model: Recognizer, charset: Charset, max_label_length: int | None = 25
+    path: str | Path,
+    model: Recognizer,
+    charset: Charset,
+    max_label_length: int | None = 25,
+    orient: str = "none",
 ) -> Dataset:
     """One labelled dataset read the eval way: labels mapped through ``charset`` with
     unsupported characters removed, images preprocessed for ``model``.
 
-    Items are ``(image (C, H, W), label)`` or :class:`~persec.data.dataset.Skipped`.
+    Items are ``(image (C, H, W), label)``, or with ``orient="tall"``
+    ``(versions (K, C, H, W), label)`` (:class:`~persec.orientation.OrientedTransform`),
+    or :class:`~persec.data.dataset.Skipped`.
     """
     # Named by the folder as given: a symlinked benchmark keeps its link's name.
     name = Path(os.path.abspath(path)).name or str(path)
+    transform = ToTensor(model.config.image)
     return open_dataset(
         path,
         charset=charset,
-        transform=ToTensor(model.config.image),
+        transform=transform if orient == "none" else OrientedTransform(transform, orient),
         max_label_length=max_label_length,
         remove_unsupported=True,
         name=name,
@@ -178,7 +187,9 @@ def evaluate_dataset(
 
     Args:
         model: the recognizer (its device is used; it is put in eval mode for the run).
-        dataset: items ``(image (C, H, W), label)``; needs ``.name`` and ``.report``.
+        dataset: items ``(image (C, H, W), label)``, or ``(versions (K, C, H, W),
+            label)`` whose :func:`~persec.orientation.best_reading` is scored (see
+            :func:`open_eval_dataset`); needs ``.name`` and ``.report``.
         charset: the eval charset predictions and labels are mapped through.
         batch_size: images per forward pass.
         workers: DataLoader worker processes (0: read in this process).
@@ -215,8 +226,12 @@ def evaluate_dataset(
                 bar.update(len(labels) + sum(dropped.values()))
                 if not labels:
                     continue
-                logits = model(images.to(device, non_blocking=True))  # (B, L, V)
-                decoded = model.decode(logits)
+                if isinstance(images, torch.Tensor) and images.dim() == 4:  # (B, C, H, W)
+                    decoded = model.decode(model(images.to(device, non_blocking=True)))
+                else:  # each image's versions (K, C, H, W), K varying
+                    versions = list(images)
+                    logits = model(torch.cat(versions).to(device))  # (sum K, L, V)
+                    decoded = best_readings(model.decode(logits), [len(v) for v in versions])
                 accumulator.update(
                     [text for text, _ in decoded], labels, [conf for _, conf in decoded]
                 )
@@ -249,6 +264,7 @@ def evaluate(
     max_label_length: int | None = 25,
     progress: bool | None = True,
     reports: list[SkipReport] | None = None,
+    orient: str = "none",
 ) -> list[DatasetScore]:
     """Score ``model`` on each dataset under ``paths``, one :class:`DatasetScore` each.
 
@@ -266,14 +282,18 @@ def evaluate(
         max_label_length: longer labels (after mapping) are skipped (``None``: no limit).
         progress: a progress bar per dataset (``None``: only on a terminal).
         reports: when a list is given, one :class:`SkipReport` per dataset is appended.
+        orient: ``"none"`` (the standard protocol: every crop as given) or ``"tall"``
+            (:mod:`persec.orientation`).
 
     Raises:
         DataError: a path that is not a dataset or a folder of datasets.
+        ValueError: an unknown ``orient``.
     """
+    check_orient(orient)
     eval_cs = eval_charset(cased, punctuation, charset)
     scores = []
     for path in find_datasets(paths):
-        dataset = open_eval_dataset(path, model, eval_cs, max_label_length)
+        dataset = open_eval_dataset(path, model, eval_cs, max_label_length, orient)
         score, report = evaluate_dataset(model, dataset, eval_cs, batch_size, workers, progress)
         scores.append(score)
         if reports is not None:

@@ -15,7 +15,7 @@ from persec.data.folder import ImageFolderDataset
 from persec.errors import DataError
 from persec.image import ImageDecodeError, ToTensor, decode_image
 from persec.models.recognizer import Recognizer
-from persec.orientation import best_readings, check_orient, orientation_variants
+from persec.orientation import OrientedTransform, best_readings, check_orient
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[str]:
@@ -45,16 +45,15 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
 class ImagePathsDataset(Dataset):
     """Image files by path, for inference.
 
-    Items are ``(versions (K, C, H, W), path)``, the K :func:`orientation_variants` of
-    the image (K = 1 unless ``orient`` turns it), or a
-    :class:`~persec.data.dataset.Skipped` whose ``reason`` holds the error (missing
-    file, undecodable image).
+    Items are ``(versions (K, C, H, W), path)``, the K
+    :func:`~persec.orientation.orientation_variants` of the image (K = 1 unless
+    ``orient`` turns it), or a :class:`~persec.data.dataset.Skipped` whose ``reason``
+    holds the error (missing file, undecodable image).
     """
 
     def __init__(self, paths: Sequence[str], transform: ToTensor, orient: str = "none"):
         self.paths = list(paths)
-        self.transform = transform
-        self.orient = orient
+        self.transform = OrientedTransform(transform, orient)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -70,8 +69,7 @@ class ImagePathsDataset(Dataset):
             image = decode_image(data)
         except ImageDecodeError as e:
             return Skipped(f"{UNDECODABLE}: {e}", path)
-        versions = orientation_variants(image, self.orient)
-        return torch.stack([self.transform(v) for v in versions]), path  # (K, C, H, W)
+        return self.transform(image), path  # (K, C, H, W)
 
 
 def _collate_paths(

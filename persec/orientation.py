@@ -9,8 +9,9 @@ reading is longer (:func:`best_reading`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from PIL import Image
 
 ORIENTATIONS = ("none", "tall")
@@ -46,6 +47,20 @@ def orientation_variants(image: Image.Image, orient: str = "none") -> list[Image
             image.transpose(Image.Transpose.ROTATE_90),
         ]
     return [image]
+
+
+class OrientedTransform:
+    """Transform of one image into its :func:`orientation_variants`, each through
+    ``transform``, stacked: ``(K, C, H, W)`` (K = 1 unless ``orient`` turns it).
+    Picklable when ``transform`` is, so DataLoader workers can run it."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], orient: str = "none"):
+        check_orient(orient)
+        self.transform, self.orient = transform, orient
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        versions = orientation_variants(image, self.orient)
+        return torch.stack([self.transform(v) for v in versions])  # (K, C, H, W)
 
 
 def best_reading(

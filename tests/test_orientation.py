@@ -3,12 +3,15 @@ that batching keeps every image's versions together (library, ``read_images``, C
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+from persec.evaluate import evaluate
 from persec.image import ImageConfig
 from persec.inference import read_images
 from persec.models.decoders import DecoderConfig
@@ -184,3 +187,33 @@ def test_read_cli_orient_option(run_cli, tmp_path, monkeypatch):
     assert code == 0 and out == f"{tall}\t\t0.9900\n"
     code, _, err = run_cli(["read", "--orient", "sideways", str(tall)])
     assert code == 2 and "invalid choice: 'sideways'" in err
+
+
+def test_evaluate_orient_scores_the_reading_persec_read_prints(tmp_path, run_cli, monkeypatch):
+    import persec.commands.eval as eval_command
+
+    data = tmp_path / "set"
+    (data / "images").mkdir(parents=True)
+    marked(20, 60).save(data / "images" / "tall.png")  # turned anticlockwise: "left"
+    marked(60, 20).save(data / "images" / "wide.png")  # read as given: empty
+    (data / "images" / "bad.png").write_bytes(b"not an image")
+    (data / "gt.txt").write_text(
+        "images/tall.png\tleft\nimages/wide.png\tleft\nimages/bad.png\tleft\n"
+        "images/tall.png\tLEFT\n"
+    )
+    model = EdgeReader()
+    plain = evaluate(model, [data], batch_size=3, progress=False)[0]
+    turned = evaluate(model, [data], batch_size=3, progress=False, orient="tall")[0]
+    assert (plain.samples, plain.correct) == (3, 0)
+    assert (turned.samples, turned.correct) == (3, 2)  # both tall crops, case folded
+    # Batches of 3 items, the bad one dropped: (tall, wide) then (tall,) -> 3 + 1, 3.
+    assert model.batches[-2:] == [4, 3]
+    with pytest.raises(ValueError, match="orient must be one of"):
+        evaluate(model, [data], orient="sideways")
+
+    monkeypatch.setattr(eval_command, "load_model", lambda model, device: EdgeReader())
+    code, out, _ = run_cli(
+        ["eval", "--data", str(data), "--orient", "tall", "--out", str(tmp_path)]
+    )
+    assert code == 0 and "orient: tall" in out
+    assert json.loads((tmp_path / "results.json").read_text())["orient"] == "tall"

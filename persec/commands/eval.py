@@ -16,6 +16,7 @@ from persec.evaluate import (
     write_results,
 )
 from persec.metrics import eval_charset, format_table
+from persec.orientation import ORIENTATIONS, TALL_RATIO
 
 HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"
 
@@ -27,7 +28,10 @@ IC13_857, ...) and a sample-weighted Combined row.
 
 Protocol: labels and predictions are both mapped through the eval charset (default
 36_lowercase: case folded, non-alphanumerics dropped); samples whose label is then empty
-or longer than --max-length are skipped and reported, as are undecodable images.
+or longer than --max-length are skipped and reported, as are undecodable images. Every
+crop is read as given (--orient none); --orient tall also reads each crop at least
+{TALL_RATIO} times as tall as wide turned 90 degrees both ways and scores the reading
+'persec read' would print (its default), which is outside the standard protocol.
 
 Results are printed as a Markdown table and written to OUT/results.csv and
 OUT/results.json; OUT defaults to MODEL/eval/ (a warning, not an error, when that is
@@ -91,6 +95,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--workers", type=non_negative_int, default=0, metavar="N", help="data loading processes"
     )
+    parser.add_argument(
+        "--orient",
+        choices=ORIENTATIONS,
+        default="none",
+        help="none: read every crop as given (default, the standard protocol); tall: also "
+        "read tall crops turned 90 degrees both ways, as persec read does",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--out",
@@ -115,10 +126,13 @@ def run(args: argparse.Namespace) -> int:
         max_label_length=args.max_length or None,
         progress=None,  # a bar on a terminal only
         reports=reports,
+        orient=args.orient,
     )
 
     print(f"model: {model_dir}")
     print(f"eval charset: {charset.name} ({len(charset)} characters)")
+    if args.orient != "none":
+        print(f"orient: {args.orient} (tall crops also read turned; not the standard protocol)")
     print(format_table(scores))
     for report in reports:
         if report.skipped:
@@ -132,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(model_dir),
         "charset": charset.name,
         "max_label_length": args.max_length or None,
+        "orient": args.orient,
         "data": list(args.data),
     }
     try:
