@@ -351,8 +351,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--limit", type=int, metavar="N", help="first N crops of each dataset")
     p.add_argument("--hard-n", type=int, default=1000, metavar="N", help="hard set size")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peers")
-    p.add_argument("--report", type=Path, metavar="FILE", help="also write the report here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "peers",
+        metavar="DIR",
+        help="where peers.md, peers.csv, peers.json and predictions/ go, always (default: "
+        "the committed benchmarks/results/peers/; pass another folder for a trial run)",
+    )
+    p.add_argument(
+        "--report", type=Path, metavar="FILE", help="also write the report here (besides --out)"
+    )
     p.add_argument("--easyocr-python", default=str(ROOT / ".venv-easyocr" / "bin" / "python"))
     p.add_argument(
         "--tesseract-backend", choices=["auto", "tesserocr", "ctypes", "cli"], default="auto"
