@@ -19,10 +19,10 @@ from torch import nn
 from persec.charset import Charset
 from persec.config import load_config_dict, to_dict
 from persec.errors import PersecError
-from persec.image import ImageConfig, decode_image, to_tensor
+from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
 from persec.models.decoders import DecoderConfig, build_decoder
 from persec.models.encoders import EncoderConfig, build_encoder
-from persec.orientation import best_readings, orientation_variants
+from persec.orientation import OrientedTransform, best_readings
 from persec.weights import load_state, read_json, read_safetensors, write_module
 
 WEIGHTS = "model.safetensors"
@@ -94,14 +94,12 @@ def read_in_batches(
     (N, C, H, W) to its decoded readings; :meth:`Recognizer.read` and the ONNX
     reader (:class:`persec.export.OnnxRecognizer`) share this loop.
     """
+    transform = OrientedTransform(ToTensor(image), orient)
     out: list[tuple[str, float]] = []
     for start in range(0, len(images), batch_size):
-        versions = [
-            orientation_variants(as_pil_image(x), orient)
-            for x in images[start : start + batch_size]
-        ]
-        batch = torch.stack([to_tensor(v, image) for vs in versions for v in vs])  # (ΣK, C, H, W)
-        out.extend(best_readings(recognize(batch), [len(vs) for vs in versions]))
+        versions = [transform(as_pil_image(x)) for x in images[start : start + batch_size]]
+        batch = torch.cat(versions)  # (ΣK, C, H, W)
+        out.extend(best_readings(recognize(batch), [len(v) for v in versions]))
     return out
 
 
