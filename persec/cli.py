@@ -26,6 +26,7 @@ COMMANDS = [
     "eval",
     "read",
     "export",
+    "average",
     "score",
     "inspect-codes",
     "experiment",

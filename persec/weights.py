@@ -70,3 +70,42 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -
     if problems:
         raise PersecError(f"weights in {source} do not fit the architecture: {'; '.join(problems)}")
     module.load_state_dict(state)
+
+
+def average_states(
+    states: list[dict[str, torch.Tensor]], sources: list[str]
+) -> dict[str, torch.Tensor]:
+    """Uniform average of state dicts with the same tensors (a "model soup").
+
+    Floating-point tensors are averaged in float64 and cast back to their dtype; integer
+    tensors (BatchNorm's ``num_batches_tracked`` counters) are taken from the first
+    state. ``sources`` names each state in errors.
+
+    Raises:
+        PersecError: fewer than two states, or their tensor names, shapes or dtypes differ.
+    """
+    if len(states) < 2:
+        raise PersecError(f"averaging needs at least 2 models, got {len(states)}")
+    first, name = states[0], sources[0]
+    for state, source in zip(states[1:], sources[1:], strict=True):
+        if set(state) != set(first):
+            extra = sorted(set(state) ^ set(first))
+            raise PersecError(
+                f"{source} and {name} hold different tensors (e.g. {extra[0]}): "
+                "only models of the same architecture can be averaged"
+            )
+        for key, tensor in first.items():
+            other = state[key]
+            if other.shape != tensor.shape or other.dtype != tensor.dtype:
+                raise PersecError(
+                    f"{key} is {tuple(other.shape)} {other.dtype} in {source} but "
+                    f"{tuple(tensor.shape)} {tensor.dtype} in {name}"
+                )
+    averaged = {}
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            total = torch.stack([state[key].double() for state in states]).mean(dim=0)
+            averaged[key] = total.to(tensor.dtype)
+        else:
+            averaged[key] = tensor.clone()
+    return averaged

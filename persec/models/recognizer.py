@@ -23,7 +23,13 @@ from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
 from persec.models.decoders import DecoderConfig, build_decoder
 from persec.models.encoders import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
-from persec.weights import load_state, read_json, read_safetensors, write_module
+from persec.weights import (
+    average_states,
+    load_state,
+    read_json,
+    read_safetensors,
+    write_module,
+)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -161,12 +167,49 @@ class Recognizer(nn.Module):
             self.train(was_training)
 
     # ---------------------------------------------------------------- save/load
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` into ``directory``."""
+    def saved_config(self) -> dict:
+        """The config as ``config.json`` holds it (the charset spelled out)."""
         config = to_dict(self.config)
         config["charset"] = "chars:" + "".join(self.charset.chars)
-        write_module(self, config, Path(directory), WEIGHTS, CONFIG)
+        return config
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` into ``directory``."""
+        write_module(self, self.saved_config(), Path(directory), WEIGHTS, CONFIG)
         return Path(directory)
+
+    @classmethod
+    def average(cls, directories: Sequence[str | Path]) -> Recognizer:
+        """Load saved models of one config and return their uniform weight average.
+
+        A "model soup" (Wortsman et al., 2022; fairseq's ``average_checkpoints``):
+        fine-tuning runs that start from the same model usually stay in one basin, where
+        the mean of their weights often reads better than each of them. The models must
+        share the whole config (architecture, charset, image size); BatchNorm statistics
+        are averaged like the weights.
+
+        Raises:
+            PersecError: fewer than two models, a model cannot be loaded, or configs differ.
+        """
+        if len(directories) < 2:
+            raise PersecError(f"averaging needs at least 2 models, got {len(directories)}")
+        models = [cls.load(d) for d in directories]
+        first = models[0].saved_config()
+        for directory, model in zip(directories[1:], models[1:], strict=True):
+            config = model.saved_config()
+            if config != first:
+                key = next(
+                    k for k in sorted(set(first) | set(config)) if first.get(k) != config.get(k)
+                )
+                raise PersecError(
+                    f"{directory} and {directories[0]} differ in their config ({key!r}): "
+                    "only models of the same config can be averaged"
+                )
+        state = average_states(
+            [m.state_dict() for m in models], [str(Path(d) / WEIGHTS) for d in directories]
+        )
+        models[0].load_state_dict(state)
+        return models[0]
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> Recognizer:
