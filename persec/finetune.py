@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from persec.config import save_config
+from persec.config import save_config, to_dict
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
-from persec.models.recognizer import Recognizer, RecognizerConfig
+from persec.models.recognizer import Recognizer, RecognizerConfig, resolve_charset
 from persec.objectives.seqclr import AugmentConfig
 from persec.systems import OptimConfig, RecognitionSystem
 from persec.training import (
@@ -59,7 +59,8 @@ class FinetuneConfig:
         init_encoder: pretrained ``encoder.safetensors`` (or its directory) to start from.
         init_model: a saved recognizer (``model/`` directory: ``model.safetensors`` +
             ``config.json``, e.g. ``models/persec-small``) to go on training; its
-            architecture and charset replace ``model``. Excludes ``init_encoder``.
+            architecture and charset replace ``model`` (a warning names the ``model.*``
+            settings that are then not used). Excludes ``init_encoder``.
         freeze_encoder: train only the decoder (decoder-evaluation protocol).
         resume: continue from ``output_dir/checkpoints/last.ckpt``.
         augment: on-device augmentation of training batches (off by default).
@@ -87,6 +88,34 @@ class FinetuneResult:
     seconds: float
 
 
+def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> list[str]:
+    """``model.*`` settings of a config that a saved model (``init_model``) overrides.
+
+    Returns ``"model.KEY=requested (saved: value)"`` for each leaf that differs from
+    both the saved value and the default (a config that leaves ``model`` alone warns
+    of nothing); the charset counts as the same when both spell the same characters.
+    """
+    want, have, default = to_dict(requested), saved.saved_config(), to_dict(RecognizerConfig())
+    if resolve_charset(want["charset"]).chars == saved.charset.chars:
+        want["charset"] = have["charset"]
+
+    def leaves(d: dict, prefix: str = "model.") -> dict:
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(leaves(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    want, have, default = leaves(want), leaves(have), leaves(default)
+    return [
+        f"{k}={want[k]!r} (saved: {have.get(k)!r})"
+        for k in want
+        if want[k] != have.get(k) and want[k] != default.get(k)
+    ]
+
+
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneResult:
     """Train a recognizer and save the best (by validation word accuracy, else the
     last) weights to ``output_dir/model/``.
@@ -105,6 +134,14 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     if config.init_model:
         model = Recognizer.load(config.init_model)
         model.train()
+        ignored = ignored_model_settings(config.model, model)
+        if ignored:
+            logger.warning(
+                "init_model %s: its saved config replaces the config's model section, so "
+                "these settings are not used: %s",
+                config.init_model,
+                ", ".join(ignored),
+            )
         config.model = model.config  # the saved architecture is the one trained (and recorded)
     else:
         model = Recognizer(config.model)

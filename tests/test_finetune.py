@@ -279,10 +279,11 @@ def test_augment_changes_training_batches_only(words, tmp_path):
         assert torch.equal(used, raw)
 
 
-def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli):
+def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli, caplog):
     """``--init-model`` starts from every weight of a saved model (with lr 0 its
-    parameters come out unchanged, whatever the config's own architecture says) and
-    refuses ``--init-encoder`` beside it."""
+    parameters come out unchanged, whatever the config's own architecture says, and a
+    warning names the ``model.*`` setting not used) and refuses ``--init-encoder``
+    beside it."""
     base = ["finetune", *TINY, f"data.train=[{words}]", "trainer.max_steps=2"]
     assert run_cli([*base, f"output_dir={tmp_path / 'a'}"])[0] == 0
     saved = Recognizer.load(tmp_path / "a" / "model")
@@ -298,6 +299,8 @@ def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli):
         ]
     )
     assert code == 0, err
+    ignored = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert len(ignored) == 1 and ignored[0].endswith("model.decoder.hidden=32 (saved: 64)")
     again = Recognizer.load(tmp_path / "b" / "model")
     assert again.config.decoder.hidden == saved.config.decoder.hidden == 64
     params = dict(again.named_parameters())
