@@ -115,7 +115,7 @@ PEERS_PIP := --disable-pip-version-check -q
 .PHONY: peers peers-install
 
 peers: install peers-install
-	$(PYTHON) benchmarks/peers.py --report benchmarks/results/peers.md $(PEERS_ARGS)
+	$(PYTHON) benchmarks/peers.py --out benchmarks/results/peers --report benchmarks/results/peers.md $(PEERS_ARGS)
 
 peers-install:
 	@if $(PYTHON) -c "import rapidocr" 2>/dev/null; then echo "peers: rapidocr already installed"; \

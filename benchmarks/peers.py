@@ -354,10 +354,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "benchmarks" / "results" / "peers",
+        default=ROOT / "runs" / "peers",
         metavar="DIR",
-        help="where peers.md, peers.csv, peers.json and predictions/ go, always (default: "
-        "the committed benchmarks/results/peers/; pass another folder for a trial run)",
+        help="where peers.md, peers.csv, peers.json, predictions/ and the rendered hard "
+        "set go (default: runs/peers/, outside git; `make peers` writes the committed "
+        "benchmarks/results/peers/)",
     )
     p.add_argument(
         "--report", type=Path, metavar="FILE", help="also write the report here (besides --out)"
