@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from persec.errors import PersecError
-from persec.models.recognizer import Recognizer
+from persec.models.recognizer import WEIGHTS, Recognizer
 
 HELP = "average the weights of saved models of one config (a model soup)"
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if any(out.resolve() == Path(m).resolve() for m in args.models):
         raise PersecError(f"--out {out} is one of the models being averaged")
-    if (out / "model.safetensors").exists() and not args.force:
+    if (out / WEIGHTS).exists() and not args.force:
         raise PersecError(f"{out} already holds a model (--force overwrites it)")
     model = Recognizer.average(args.models)
     model.save(out)
