@@ -27,6 +27,7 @@ COMMANDS = [
     "read",
     "export",
     "average",
+    "tune-decoding",
     "score",
     "inspect-codes",
     "experiment",

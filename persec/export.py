@@ -3,9 +3,11 @@
 An export is two files: ``FILE`` (the ONNX graph, input ``images`` (B, C, H, W) float32
 in [-1, 1], output ``logits`` (B, L, V); the batch axis is dynamic, H × W fixed by the
 model's :class:`~persec.image.ImageConfig`) and ``FILE.json`` (the sidecar: charset,
-image geometry, decoder kind, tensor names), enough to decode the logits without
-persec's PyTorch model. :class:`OnnxRecognizer` is that reader, with persec's own
-preprocessing and greedy decoding.
+image geometry, decoder kind, decoding settings, tensor names), enough to decode the
+logits without persec's PyTorch model. :class:`OnnxRecognizer` is that reader, with
+persec's own preprocessing and the model's decoding: greedy, or for a CTC model saved
+with ``decoder.beam_width`` the same beam search and language model
+(:func:`~persec.models.lm.ctc_beam_decode`, a function of the logits).
 
 CTC exports emit per-frame logits (L = W/4). Attention exports run the greedy loop for
 all ``max_length + 1`` steps inside the graph (``AttentionDecoder(fixed_length=True)``),
@@ -15,6 +17,7 @@ which gives the same logits as PyTorch's early-stopping loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -32,7 +35,16 @@ from persec import __version__
 from persec.charset import AttentionTokenizer, Charset, CTCTokenizer
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
-from persec.models.decoders import AttentionDecoder, attention_greedy_decode, ctc_greedy_decode
+from persec.models.decoders import (
+    DECODING_FIELDS,
+    AttentionDecoder,
+    DecoderConfig,
+    attention_greedy_decode,
+    check_decoding,
+    ctc_greedy_decode,
+    decode_ctc,
+    decoding_lm,
+)
 from persec.models.recognizer import ImageLike, Recognizer, as_pil_image, read_in_batches
 
 FORMATS = ("onnx",)
@@ -138,6 +150,9 @@ def export_onnx(
     }
     if isinstance(recognizer.decoder, AttentionDecoder):
         info["max_length"] = recognizer.decoder.max_length
+    else:
+        dec = recognizer.config.decoder
+        info["decoding"] = {key: getattr(dec, key) for key in DECODING_FIELDS}
     sidecar_path(out).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return out
 
@@ -275,6 +290,7 @@ class ExportInfo:
     image: ImageConfig
     input_name: str
     output_name: str
+    decoding: DecoderConfig | None = None  # CTC: beam search and LM settings
 
 
 def read_sidecar(onnx_path: str | Path) -> ExportInfo:
@@ -300,6 +316,12 @@ def read_sidecar(onnx_path: str | Path) -> ExportInfo:
             input_name=data["input"]["name"],
             output_name=data["output"]["name"],
         )
+        if "decoding" in data:  # older exports lack it: greedy
+            if set(data["decoding"]) - set(DECODING_FIELDS):
+                raise KeyError(
+                    f"decoding keys {sorted(set(data['decoding']) - set(DECODING_FIELDS))}"
+                )
+            info.decoding = DecoderConfig(name=info.decoder, **data["decoding"])
     except (KeyError, TypeError) as e:
         raise PersecError(f"{path} lacks or mangles {e}") from e
     if info.decoder not in DECODE:
@@ -331,6 +353,14 @@ class OnnxRecognizer:
         self.info = read_sidecar(path)
         tokenizer_cls, self._decode = DECODE[self.info.decoder]
         self.tokenizer = tokenizer_cls(self.info.charset)
+        dec = self.info.decoding
+        if dec is not None and dec.beam_width > 0:  # as the PyTorch CTC decoder does
+            try:
+                check_decoding(dec)
+            except ValueError as e:
+                raise PersecError(f"{sidecar_path(path)}: {e}") from e
+            decoding_lm(dec)  # built now, as when a PyTorch model loads
+            self._decode = functools.partial(decode_ctc, cfg=dec)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads

@@ -88,6 +88,13 @@ def test_recognizer_average_refuses_different_configs(tmp_path):
     (c / CONFIG).write_text(json.dumps(config))
     with pytest.raises(PersecError, match=r"differ in their config \('decoder'\)"):
         Recognizer.average([a, c])
+    # Decoding settings are not architecture: they may differ; the first model's stay.
+    d = tiny().save(tmp_path / "d")
+    config = json.loads((d / CONFIG).read_text())
+    config["decoder"].update(beam_width=5, length_bonus=1.0)
+    (d / CONFIG).write_text(json.dumps(config))
+    assert Recognizer.average([d, a]).config.decoder.beam_width == 5
+    assert Recognizer.average([a, d]).config.decoder.beam_width == 0
 
 
 def test_cli_average_writes_a_loadable_model_and_refuses_bad_calls(tmp_path, run_cli):

@@ -351,3 +351,61 @@ def test_read_images_streams_in_input_order(bench, tmp_path):
     assert readings[3].error.startswith("missing file")
     expected = [t for t, _ in model.read([*good, late])]
     assert [r.text for r in readings if r.error is None] == expected
+
+
+# ---------------------------------------------------------------- tune-decoding
+def test_tune_decoding_saves_the_best_setting_and_eval_uses_it(run_cli, bench, tmp_path):
+    # Labels = the readings of one beam + LM setting, so that setting scores 100 %.
+    model = Recognizer.load(bench.model)
+    images = [stripes(i) for i in range(8)]
+    target = DecoderConfig(**{**vars(model.config.decoder), "beam_width": 4, "lm_weight": 0.5})
+    model.config.decoder = target
+    model.decoder.decoding = target
+    labels = [text for text, _ in model.read(images)]
+    model.use_greedy_decoding()
+    greedy = [text for text, _ in model.read(images)]
+    assert labels != greedy and all(labels), "the test needs the LM to change some readings"
+    val = tmp_path / "val"
+    write_gt_folder(val, [(encoded(x), t) for x, t in zip(images, labels, strict=True)])
+    tuned = tmp_path / "tuned"
+    argv = ["tune-decoding", "--model", str(bench.model), "--data", str(val), "--out", str(tuned)]
+    grid = ["--beam-width", "4", "--lm-weights", "0", "0.5", "--length-bonuses", "0", "1"]
+
+    code, out, err = run_cli([*argv, *grid, "--dry-run"])
+    assert code == 0, err
+    assert not tuned.exists()
+    rows = [line for line in out.splitlines() if line.startswith(("| greedy", "| beam"))]
+    assert len(rows) == 5  # greedy + 2 x 2
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    greedy_acc = 100 * sum(a == b for a, b in zip(labels, greedy, strict=True)) / 8
+    assert cells[0][0] == "greedy" and float(cells[0][3]) == pytest.approx(greedy_acc)
+    chosen = [c for c in cells if c[0].endswith("**chosen**")]
+    assert len(chosen) == 1 and chosen[0][3] == "100.00"
+
+    code, out, err = run_cli([*argv, *grid])
+    assert code == 0, err
+    saved = json.loads((tuned / "config.json").read_text())["decoder"]
+    assert saved["beam_width"] == 4
+    assert saved["lm_weight"] == float(chosen[0][1])
+    assert saved["length_bonus"] == float(chosen[0][2])
+    assert (tuned / "model.safetensors").read_bytes() == (
+        bench.model / "model.safetensors"
+    ).read_bytes()
+
+    ev = ["eval", "--model", str(tuned), "--data", str(val), "--out", str(tmp_path / "ev")]
+    code, out, err = run_cli(ev)
+    assert code == 0, err
+    assert "decoding: beam search (4 beams)" in out
+    assert table_row(out, "val")[2] == "100.00"
+    code, out, err = run_cli([*ev, "--greedy"])
+    assert code == 0, err
+    assert "decoding: greedy" in out
+    assert float(table_row(out, "val")[2]) == pytest.approx(greedy_acc)
+    code, out, err = run_cli(["read", "--model", str(tuned), "--greedy", str(val)])
+    assert [line.split("\t")[1] for line in out.splitlines()] == greedy
+
+    # A second run into the same --out needs --force; the model's own folder does not.
+    code, _, err = run_cli([*argv, *grid])
+    assert code == 2 and "already holds a model" in err
+    code, _, err = run_cli([*argv, *grid, "--force"])
+    assert code == 0, err

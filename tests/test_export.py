@@ -33,7 +33,7 @@ from persec.export import (
     sidecar_path,
 )
 from persec.image import ImageConfig, to_tensor
-from persec.models.decoders import AttentionDecoder, DecoderConfig
+from persec.models.decoders import AttentionDecoder, DecoderConfig, decode_ctc
 from persec.models.encoders import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
@@ -188,6 +188,13 @@ def test_sidecar_and_read_match_the_model(exported, words):
     assert info["charset"] == "".join(model.charset.chars)
     assert info["image"] == {"height": 32, "width": 64, "channels": 3}
     assert info["input"]["name"] == INPUT_NAME and info["output"]["name"] == OUTPUT_NAME
+    assert info["decoding"] == {
+        "beam_width": 0,
+        "lm_weight": 0.0,
+        "length_bonus": 0.0,
+        "lm_words": 50_000,
+        "lm_order": 6,
+    }
     onnx = OnnxRecognizer(path)
     arrays = [np.asarray(w) for w in words[:4]]  # arrays take the same path as PIL images
     assert [t for t, _ in onnx.read(arrays, batch_size=3)] == [t for t, _ in model.read(arrays)]
@@ -230,6 +237,29 @@ def test_library_errors(tmp_path, exported):
     shutil.copy(path, tmp_path / "lonely.onnx")
     with pytest.raises(PersecError, match="sidecar"):
         OnnxRecognizer(tmp_path / "lonely.onnx")
+
+
+def test_onnx_reader_decodes_with_the_sidecars_beam_search_and_lm(tmp_path, exported, words):
+    model, path = exported("cnn-ctc")
+    shutil.copy(path, tmp_path / "m.onnx")
+    info = json.loads(sidecar_path(path).read_text())
+    tuned = DecoderConfig(**{**vars(model.config.decoder), "beam_width": 4, "lm_weight": 0.5})
+    info["decoding"].update(beam_width=4, lm_weight=0.5)
+    sidecar_path(tmp_path / "m.onnx").write_text(json.dumps(info))
+    onnx = OnnxRecognizer(tmp_path / "m.onnx")
+    logits = onnx(_batch(model, words))  # (16, L, V)
+    want = decode_ctc(torch.as_tensor(logits), model.decoder.tokenizer, tuned)
+    assert onnx.decode(logits) == want
+    assert want != decode_ctc(torch.as_tensor(logits), model.decoder.tokenizer, DecoderConfig())
+    # Settings that cannot work, or keys it does not know, are refused by name.
+    info["decoding"]["lm_weight"] = -1.0
+    sidecar_path(tmp_path / "m.onnx").write_text(json.dumps(info))
+    with pytest.raises(PersecError, match="lm_weight must be >= 0"):
+        OnnxRecognizer(tmp_path / "m.onnx")
+    info["decoding"] = {"beam_width": 4, "temperature": 2}
+    sidecar_path(tmp_path / "m.onnx").write_text(json.dumps(info))
+    with pytest.raises(PersecError, match="temperature"):
+        OnnxRecognizer(tmp_path / "m.onnx")
 
 
 class _Bessel(nn.Module):

@@ -16,6 +16,7 @@ from persec.evaluate import (
     write_results,
 )
 from persec.metrics import eval_charset, format_table
+from persec.models.decoders import describe_decoding
 from persec.orientation import ORIENTATIONS, TALL_RATIO
 
 HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"
@@ -102,6 +103,11 @@ def add_parser(subparsers) -> None:
         help="none: read every crop as given (default, the standard protocol); tall: also "
         "read tall crops turned 90 degrees both ways, as persec read does",
     )
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="best-path CTC decoding, without the model's beam search and language model",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--out",
@@ -116,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     charset = eval_charset(args.cased, args.punctuation, args.charset)
     model_dir = Path(args.model) if args.model else default_model_dir()
     model = load_model(args.model, resolve_device(args.device))
+    if args.greedy:
+        model.use_greedy_decoding()
     reports: list[SkipReport] = []
     scores = evaluate(
         model,
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"model: {model_dir}")
     print(f"eval charset: {charset.name} ({len(charset)} characters)")
+    print(f"decoding: {describe_decoding(model.config.decoder)}")
     if args.orient != "none":
         print(f"orient: {args.orient} (tall crops also read turned; not the standard protocol)")
     print(format_table(scores))

@@ -49,6 +49,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--workers", type=non_negative_int, default=0, metavar="N", help="image decoding processes"
     )
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="best-path CTC decoding, without the model's beam search and language model",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--orient",
@@ -63,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     """Print one prediction line per readable image, streaming batch by batch."""
     paths = list_images(args.inputs)  # fails on a missing input before any work
     model = load_model(args.model, resolve_device(args.device))
+    if args.greedy:
+        model.use_greedy_decoding()
     # A bar only when the lines go elsewhere (a file, a pipe) and stderr is a terminal.
     bar = tqdm(
         total=len(paths),

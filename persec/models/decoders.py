@@ -19,8 +19,11 @@ from torch import nn
 
 from persec.charset import AttentionTokenizer, Charset, CTCTokenizer
 from persec.models.attention import sdpa
+from persec.models.lm import CharNgramLM, ctc_beam_decode, english_word_lm
 
 DECODER_NAMES = ("ctc", "attn")
+# DecoderConfig fields that say how to decode, not what the weights are
+DECODING_FIELDS = ("beam_width", "lm_weight", "length_bonus", "lm_words", "lm_order")
 
 
 @dataclass
@@ -38,6 +41,15 @@ class DecoderConfig:
         dropout: attention only; dropout on residual branches.
         max_length: longest label (characters, EOS excluded) the attention decoder
             reads or writes; CTC reads up to T = W/4 frames.
+        beam_width: CTC only; 0 decodes greedily (best path), N >= 1 runs a prefix
+            beam search keeping N prefixes (:func:`~persec.models.lm.ctc_beam_decode`).
+        lm_weight: CTC beam search only; weight of the character language model of
+            English words fused into the search (0: no language model).
+        length_bonus: CTC beam search only; added to a prefix's score per character.
+        lm_words: CTC with ``lm_weight`` > 0; the language model is estimated from
+            the ``lm_words`` most frequent ``wordfreq`` English words.
+        lm_order: CTC with ``lm_weight`` > 0; the language model's n (``lm_order - 1``
+            characters of history).
     """
 
     name: str = "ctc"
@@ -49,6 +61,11 @@ class DecoderConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     max_length: int = 25
+    beam_width: int = 0
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
+    lm_words: int = 50_000
+    lm_order: int = 6
 
 
 # --------------------------------------------------------------------------- CTC
@@ -60,11 +77,23 @@ class CTCDecoder(nn.Module):
         charset: the characters; class 0 is the CTC blank.
         lstm_layers: BiLSTM layers (0: a linear layer on the memory).
         hidden: LSTM hidden size per direction.
+        decoding: how :meth:`decode` decodes: its ``beam_width``, ``lm_*`` and
+            ``length_bonus`` fields (None: greedy). The language model, if any, is
+            built here, so loading a model includes its cost.
     """
 
-    def __init__(self, in_dim: int, charset: Charset, lstm_layers: int = 2, hidden: int = 256):
+    def __init__(
+        self,
+        in_dim: int,
+        charset: Charset,
+        lstm_layers: int = 2,
+        hidden: int = 256,
+        decoding: DecoderConfig | None = None,
+    ):
         super().__init__()
         self.tokenizer = CTCTokenizer(charset)
+        self.decoding = decoding or DecoderConfig(name="ctc")
+        decoding_lm(self.decoding)
         self.rnn: nn.LSTM | None = None
         if lstm_layers > 0:
             self.rnn = nn.LSTM(in_dim, hidden, lstm_layers, batch_first=True, bidirectional=True)
@@ -98,48 +127,26 @@ class CTCDecoder(nn.Module):
         )
 
     def decode(self, logits: torch.Tensor) -> list[tuple[str, float]]:
-        """Greedy decoding, :func:`ctc_greedy_decode`. ``logits``: (B, T, N+1)."""
-        return ctc_greedy_decode(logits, self.tokenizer)
+        """The configured decoding of ``logits`` (B, T, N+1): greedy
+        (:func:`ctc_greedy_decode`) when ``beam_width`` is 0, else the beam search of
+        :meth:`beam_decode` with the language model, if any."""
+        return decode_ctc(logits, self.tokenizer, self.decoding)
 
     def beam_decode(self, logits: torch.Tensor, beam_width: int = 10) -> list[tuple[str, float]]:
-        """CTC prefix beam search; confidence = p(text), summed over its alignments.
+        """CTC prefix beam search (with this decoder's language model, if any);
+        confidence = p(text), summed over its alignments.
 
-        Each frame extends the beams with the ``beam_width`` most likely classes (and
-        blank); pure Python, so meant for evaluation, not training loops.
-
-        Args:
-            logits: (B, T, N+1).
+        Pure Python, a few ms per crop: meant for reading and evaluation, not for
+        training loops. ``logits``: (B, T, N+1).
         """
-        log_probs = logits.detach().float().log_softmax(-1).cpu()
-        return [self._prefix_beam_search(lp, beam_width) for lp in log_probs]
-
-    def _prefix_beam_search(self, log_probs: torch.Tensor, beam_width: int) -> tuple[str, float]:
-        blank = CTCTokenizer.blank_id
-        k = min(beam_width, log_probs.size(1))
-        top = log_probs.topk(k, dim=-1).indices.tolist()
-        lp = log_probs.tolist()
-        # prefix -> [log p(prefix, last frame blank), log p(prefix, last frame non-blank)]
-        beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}
-        for row, cands in zip(lp, top, strict=True):
-            nxt: dict[tuple[int, ...], list[float]] = {}
-            for prefix, (pb, pnb) in beams.items():
-                total = _logaddexp(pb, pnb)
-                stay = nxt.setdefault(prefix, [-math.inf, -math.inf])
-                stay[0] = _logaddexp(stay[0], total + row[blank])
-                if prefix:  # repeating the last character without a blank keeps the prefix
-                    stay[1] = _logaddexp(stay[1], pnb + row[prefix[-1]])
-                for c in cands:
-                    if c == blank:
-                        continue
-                    ext = nxt.setdefault((*prefix, c), [-math.inf, -math.inf])
-                    # after the same character, only a blank-separated repeat is a new one
-                    src = pb if prefix and prefix[-1] == c else total
-                    ext[1] = _logaddexp(ext[1], src + row[c])
-            ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)
-            beams = dict(ranked[:beam_width])
-        prefix, (pb, pnb) = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))
-        text = "".join(self.tokenizer.charset.chars[i - 1] for i in prefix)
-        return text, math.exp(_logaddexp(pb, pnb))
+        return ctc_beam_decode(
+            logits,
+            self.tokenizer,
+            beam_width,
+            decoding_lm(self.decoding),
+            self.decoding.lm_weight,
+            self.decoding.length_bonus,
+        )
 
 
 def ctc_greedy_decode(logits: torch.Tensor, tokenizer: CTCTokenizer) -> list[tuple[str, float]]:
@@ -170,14 +177,6 @@ def ctc_greedy_decode(logits: torch.Tensor, tokenizer: CTCTokenizer) -> list[tup
             conf = math.prod(ps)
         out.append(("".join(text), conf))
     return out
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
 # --------------------------------------------------------------------------- attention
@@ -411,12 +410,65 @@ def _init_weights(m: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- factory
+def check_decoding(cfg: DecoderConfig) -> None:
+    """Raise ValueError, naming the field, for decoding settings that cannot work."""
+    if cfg.beam_width < 0:
+        raise ValueError(f"decoder.beam_width must be >= 0, got {cfg.beam_width}")
+    uses_search = cfg.beam_width > 0 or cfg.lm_weight != 0.0 or cfg.length_bonus != 0.0
+    if uses_search and cfg.name != "ctc":
+        raise ValueError(
+            "decoder.beam_width, lm_weight and length_bonus are for the ctc decoder; "
+            f"the {cfg.name} decoder decodes greedily (set them to 0)"
+        )
+    if cfg.lm_weight > 0 and (cfg.lm_words < 1 or cfg.lm_order < 1):
+        raise ValueError(
+            f"decoder.lm_words and lm_order must be >= 1, got {cfg.lm_words} and {cfg.lm_order}"
+        )
+    if (cfg.lm_weight != 0.0 or cfg.length_bonus != 0.0) and cfg.beam_width == 0:
+        raise ValueError("decoder.lm_weight and length_bonus need decoder.beam_width >= 1")
+    if cfg.lm_weight < 0:
+        raise ValueError(f"decoder.lm_weight must be >= 0, got {cfg.lm_weight}")
+
+
+def decoding_lm(cfg: DecoderConfig) -> CharNgramLM | None:
+    """The language model ``cfg`` fuses into its beam search, or None (built once per
+    process and setting)."""
+    return english_word_lm(cfg.lm_words, cfg.lm_order) if cfg.lm_weight > 0 else None
+
+
+def decode_ctc(
+    logits: torch.Tensor, tokenizer: CTCTokenizer, cfg: DecoderConfig
+) -> list[tuple[str, float]]:
+    """CTC logits (B, T, N+1) → ``[(text, confidence)]`` as ``cfg`` says: greedy
+    (:func:`ctc_greedy_decode`) when ``cfg.beam_width`` is 0, else
+    :func:`~persec.models.lm.ctc_beam_decode` with its language model, if any."""
+    if cfg.beam_width == 0:
+        return ctc_greedy_decode(logits, tokenizer)
+    return ctc_beam_decode(
+        logits, tokenizer, cfg.beam_width, decoding_lm(cfg), cfg.lm_weight, cfg.length_bonus
+    )
+
+
+def describe_decoding(cfg: DecoderConfig) -> str:
+    """How ``cfg`` decodes, in a few words (for reports and logs)."""
+    if cfg.beam_width == 0:
+        return "greedy"
+    text = f"beam search ({cfg.beam_width} beams)"
+    if cfg.lm_weight > 0:
+        return text + (
+            f" + character {cfg.lm_order}-gram LM of {cfg.lm_words:,} English words "
+            f"(weight {cfg.lm_weight:g}, length bonus {cfg.length_bonus:g})"
+        )
+    return text + (f" (length bonus {cfg.length_bonus:g})" if cfg.length_bonus else "")
+
+
 def build_decoder(
     cfg: DecoderConfig, in_dim: int, charset: Charset
 ) -> CTCDecoder | AttentionDecoder:
     """A decoder over memory of width ``in_dim``. Raises ValueError for an unknown name."""
+    check_decoding(cfg)
     if cfg.name == "ctc":
-        return CTCDecoder(in_dim, charset, cfg.lstm_layers, cfg.hidden)
+        return CTCDecoder(in_dim, charset, cfg.lstm_layers, cfg.hidden, cfg)
     if cfg.name == "attn":
         return AttentionDecoder(
             in_dim,

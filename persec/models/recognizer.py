@@ -8,7 +8,7 @@ spelled out). Loading never unpickles anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from persec.charset import Charset
 from persec.config import load_config_dict, to_dict
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
-from persec.models.decoders import DecoderConfig, build_decoder
+from persec.models.decoders import DECODING_FIELDS, CTCDecoder, DecoderConfig, build_decoder
 from persec.models.encoders import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
 from persec.weights import (
@@ -136,8 +136,18 @@ class Recognizer(nn.Module):
         return self.decoder.loss(logits, labels)
 
     def decode(self, logits: torch.Tensor) -> list[tuple[str, float]]:
-        """Logits → ``[(text, confidence)]``."""
+        """Logits → ``[(text, confidence)]``, greedy or by beam search as
+        ``config.decoder`` says."""
         return self.decoder.decode(logits)
+
+    def use_greedy_decoding(self) -> None:
+        """Decode best-path from now on, without the config's beam search and language
+        model (``config.decoder`` is updated to match, so a save records it)."""
+        self.config.decoder = replace(
+            self.config.decoder, beam_width=0, lm_weight=0.0, length_bonus=0.0
+        )
+        if isinstance(self.decoder, CTCDecoder):
+            self.decoder.decoding = self.config.decoder
 
     # ---------------------------------------------------------------- inference
     def preprocess(self, image: ImageLike) -> torch.Tensor:
@@ -185,8 +195,9 @@ class Recognizer(nn.Module):
         A "model soup" (Wortsman et al., 2022; fairseq's ``average_checkpoints``):
         fine-tuning runs that start from the same model usually stay in one basin, where
         the mean of their weights often reads better than each of them. The models must
-        share the whole config (architecture, charset, image size); BatchNorm statistics
-        are averaged like the weights.
+        share the config (architecture, charset, image size) but may decode differently
+        (``decoder.beam_width``, ``lm_*``...): the average decodes as the first model
+        does. BatchNorm statistics are averaged like the weights.
 
         Raises:
             PersecError: fewer than two models, a model cannot be loaded, or configs differ.
@@ -194,9 +205,17 @@ class Recognizer(nn.Module):
         if len(directories) < 2:
             raise PersecError(f"averaging needs at least 2 models, got {len(directories)}")
         models = [cls.load(d) for d in directories]
-        first = models[0].saved_config()
-        for directory, model in zip(directories[1:], models[1:], strict=True):
+
+        def architecture(model: Recognizer) -> dict:
             config = model.saved_config()
+            config["decoder"] = {
+                k: v for k, v in config["decoder"].items() if k not in DECODING_FIELDS
+            }
+            return config
+
+        first = architecture(models[0])
+        for directory, model in zip(directories[1:], models[1:], strict=True):
+            config = architecture(model)
             if config != first:
                 key = next(
                     k for k in sorted(set(first) | set(config)) if first.get(k) != config.get(k)
