@@ -4,11 +4,13 @@ Systems (each behind a small adapter: ``load()``, ``read_batch(images) -> texts`
 
 * ``rapidocr``: RapidOCR's PP-OCR recognition ONNX (inside the wheel), recognizer only;
 * ``easyocr``: EasyOCR's English recognizer, in its own virtual environment
-  (``.venv-easyocr``) behind a long-lived worker (``peers_easyocr_worker.py``); its
+  (``.venv-easyocr``) behind a long-lived worker (``peers_easyocr_worker.py``), with
+  each of ``--easyocr-decoders`` (default: its default, greedy); its
   load time and per-crop times are measured inside the worker, without the pipe;
 * ``tesseract``: Debian's Tesseract 5, ``--psm 7``, a 10 px border, through tesserocr,
   libtesseract via ctypes, or one ``tesseract`` process per crop (first that works);
-* ``persec``: every ``--persec-model DIR`` (default ``models/persec-small`` if present).
+* ``persec``: every ``--persec-model DIR`` (default ``models/persec-small`` if present),
+  decoded as its config says; with ``--persec-greedy`` each also decoded greedily.
 
 Datasets: ``IIIT5K_train`` and ``real_demo`` from ``../shared/data`` and ``hard_rendered``,
 rendered once with persec's hard preset in held-out fonts (cached under ``--out``).
@@ -24,8 +26,8 @@ the standard protocol: 36 case-insensitive alphanumerics). Per system and datase
 A system that is missing or fails gets a row with the reason instead of numbers.
 ``make peers`` installs the peers and runs this. Usage::
 
-    python benchmarks/peers.py [--persec-model DIR ...] [--systems S ...] [--datasets D ...]
-        [--limit N] [--hard-n N] [--out DIR] [--report FILE]
+    python benchmarks/peers.py [--persec-model DIR ...] [--persec-greedy] [--systems S ...]
+        [--datasets D ...] [--limit N] [--hard-n N] [--out DIR] [--report FILE]
 """
 
 from __future__ import annotations
@@ -164,8 +166,11 @@ def make_peers(systems: list[str], models: list[Path], args) -> list:
             if not models:
                 peers.append(PersecPeer(None))  # reports that no model was found
             peers.extend(PersecPeer(m) for m in models)
+            if args.persec_greedy:
+                peers.extend(PersecPeer(m, greedy=True) for m in models)
         elif system == "easyocr":
-            peers.append(ADAPTERS[system](python=args.easyocr_python))
+            for decoder in args.easyocr_decoders:
+                peers.append(ADAPTERS[system](python=args.easyocr_python, decoder=decoder))
         elif system == "tesseract":
             peers.append(ADAPTERS[system](backend=args.tesseract_backend))
         else:
@@ -341,6 +346,11 @@ def write_outputs(out: Path, rows: list[dict], meta: dict, text: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--persec-model", action="append", default=[], metavar="DIR")
+    p.add_argument(
+        "--persec-greedy",
+        action="store_true",
+        help="also run each persec model decoded greedily (without its beam search and LM)",
+    )
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     p.add_argument(
         "--datasets",
@@ -364,6 +374,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report", type=Path, metavar="FILE", help="also write the report here (besides --out)"
     )
     p.add_argument("--easyocr-python", default=str(ROOT / ".venv-easyocr" / "bin" / "python"))
+    p.add_argument(
+        "--easyocr-decoders",
+        nargs="+",
+        choices=["greedy", "beamsearch", "wordbeamsearch"],
+        default=["greedy"],
+        help="EasyOCR decoders to run, one row each (default: greedy, its default)",
+    )
     p.add_argument(
         "--tesseract-backend", choices=["auto", "tesserocr", "ctypes", "cli"], default="auto"
     )

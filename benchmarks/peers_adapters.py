@@ -117,10 +117,11 @@ class RapidOcrPeer(Peer):
 class EasyOcrPeer(Peer):
     """EasyOCR's recognizer in its own virtual environment, behind a worker process."""
 
-    name, slug = "EasyOCR", "easyocr"
-
-    def __init__(self, python: str | Path):
+    def __init__(self, python: str | Path, decoder: str = "greedy"):
         self.python = Path(python)
+        self.decoder = decoder  # EasyOCR's: greedy, beamsearch or wordbeamsearch
+        suffix = "" if decoder == "greedy" else f" {decoder}"
+        self.name, self.slug = f"EasyOCR{suffix}", f"easyocr{suffix.replace(' ', '-')}"
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
 
@@ -166,7 +167,7 @@ class EasyOcrPeer(Peer):
             buf = io.BytesIO()
             im.save(buf, format="PNG")
             encoded.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-        answer = self._call({"op": "read", "images": encoded})
+        answer = self._call({"op": "read", "images": encoded, "decoder": self.decoder})
         return answer["texts"], sum(answer["seconds"])  # recognition time, no IPC
 
     def read_batch(self, images: list[Image.Image]) -> list[str]:
@@ -181,8 +182,9 @@ class EasyOcrPeer(Peer):
             f"`detector=False`), torch {versions.get('torch', '?')} CPU, "
             f"{self.info.get('threads', '?')} threads, in `.venv-easyocr` (torchvision 0.28.0 "
             "installed without deps; its two op-registration modules stubbed). "
-            "`Reader.recognize` on the whole greyscale crop, defaults otherwise (greedy "
-            f"decoder, its contrast retry, dynamic int8 quantization on CPU: {quantized}). "
+            f"`Reader.recognize` on the whole greyscale crop, `decoder={self.decoder!r}`"
+            f"{' (the default)' if self.decoder == 'greedy' else ''}, defaults otherwise (its "
+            f"contrast retry, dynamic int8 quantization on CPU: {quantized}). "
             "Batch 1 only: "
             "its CPU path reads one box per call. Load and per-crop times measured inside "
             "the worker process, pipe and PNG transfer excluded."
@@ -342,16 +344,20 @@ class TesseractPeer(Peer):
 
 # ---------------------------------------------------------------- persec
 class PersecPeer(Peer):
-    """A saved persec recognizer (``Recognizer.load``), PyTorch eager on CPU."""
+    """A saved persec recognizer (``Recognizer.load``), PyTorch eager on CPU; with
+    ``greedy``, decoded best-path whatever its config says (``Recognizer.use_greedy_decoding``)."""
 
     batches = True
 
-    def __init__(self, model_dir: str | Path | None):
+    def __init__(self, model_dir: str | Path | None, greedy: bool = False):
         self.model_dir = None if model_dir is None else Path(model_dir)
+        self.greedy = greedy
         label = "?" if model_dir is None else self.model_dir.name
         if label == "model" and self.model_dir is not None:  # runs/NAME/model
             label = self.model_dir.parent.name
         self.name = f"persec {label}" if model_dir is not None else "persec"
+        if greedy:
+            self.name += " greedy"
         self.slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name)
         self.model = None
 
@@ -364,6 +370,8 @@ class PersecPeer(Peer):
 
         start = time.perf_counter()
         self.model = load_model(self.model_dir)
+        if self.greedy:
+            self.model.use_greedy_decoding()
         self.load_seconds = time.perf_counter() - start
         self.torch = torch
 
@@ -373,12 +381,14 @@ class PersecPeer(Peer):
     def describe(self) -> str:
         if self.model is None:
             return "not loaded"
+        from persec.models.decoders import describe_decoding
+
         c = self.model.config
         params = sum(p.numel() for p in self.model.parameters()) / 1e6
         where = _shown(self.model_dir)
         return (
-            f"`{where}`: {c.encoder.name}-{c.encoder.size} encoder, {c.decoder.name} decoder, "
-            f"{params:.1f}M parameters; PyTorch {self.torch.__version__} eager fp32, "
+            f"`{where}`: {c.encoder.name}-{c.encoder.size} encoder, {c.decoder.name} decoder "
+            f"decoded by {describe_decoding(c.decoder)}, {params:.1f}M parameters; PyTorch {self.torch.__version__} eager fp32, "
             f"{self.torch.get_num_threads()} threads, `Recognizer.read` (its own "
             "preprocessing), batch = crops per call."
         )

