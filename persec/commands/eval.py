@@ -78,6 +78,15 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_greedy_argument(parser: argparse.ArgumentParser) -> None:
+    """``--greedy``, shared by ``eval`` and ``read`` (see :meth:`Recognizer.use_greedy_decoding`)."""
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="best-path CTC decoding, without the model's beam search and language model",
+    )
+
+
 def add_parser(subparsers) -> None:
     """Register ``eval`` on the ``persec`` subcommand parser."""
     parser = subparsers.add_parser(
@@ -103,11 +112,7 @@ def add_parser(subparsers) -> None:
         help="none: read every crop as given (default, the standard protocol); tall: also "
         "read tall crops turned 90 degrees both ways, as persec read does",
     )
-    parser.add_argument(
-        "--greedy",
-        action="store_true",
-        help="best-path CTC decoding, without the model's beam search and language model",
-    )
+    add_greedy_argument(parser)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--out",

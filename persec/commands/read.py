@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from persec.commands.eval import non_negative_int, positive_int
+from persec.commands.eval import add_greedy_argument, non_negative_int, positive_int
 from persec.errors import PersecError
 from persec.evaluate import default_model_dir, load_model, resolve_device
 from persec.inference import Reading, list_images, read_images
@@ -49,11 +49,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--workers", type=non_negative_int, default=0, metavar="N", help="image decoding processes"
     )
-    parser.add_argument(
-        "--greedy",
-        action="store_true",
-        help="best-path CTC decoding, without the model's beam search and language model",
-    )
+    add_greedy_argument(parser)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--orient",

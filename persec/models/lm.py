@@ -29,6 +29,7 @@ from persec.charset import Charset, CTCTokenizer
 
 BOS = "^"  # pads the context before a word's first character
 EOS = "$"  # the word ends
+CACHE_SIZE = 200_000  # histories whose distributions are kept (~60 MB at most)
 
 
 class CharNgramLM:
@@ -98,6 +99,8 @@ class CharNgramLM:
             for c, k in counts.items():
                 probs[self._index[c]] += (k - self.discount) / total
         out = [math.log(p) for p in probs]
+        if len(self._cache) >= CACHE_SIZE:  # a long-running reader must not grow forever
+            self._cache.clear()
         self._cache[h] = out
         return out
 
@@ -114,7 +117,7 @@ class CharNgramLM:
 @functools.lru_cache(maxsize=4)
 def english_word_lm(words: int = 50_000, order: int = 6, discount: float = 0.75) -> CharNgramLM:
     """The character LM of the ``words`` most frequent ``wordfreq`` English words,
-    case-folded to 36 lowercase alphanumerics (built once per process, ~1 s)."""
+    case-folded to 36 lowercase alphanumerics (built once per process, ~2 s)."""
     from persec.data.words import load_vocabulary
 
     charset = Charset.from_spec("36_lowercase")
@@ -164,9 +167,9 @@ def ctc_beam_decode(
         raise ValueError(f"beam width must be >= 1, got {beam_width}")
     chars = tokenizer.charset.chars
     use_lm = lm is not None and lm_weight != 0.0
-    # class id -> (the LM symbol index it is scored as or None: uniform, its spelling in
-    # the LM's history: the LM symbol, or the character itself, which the LM never saw,
-    # so it backs off past it)
+    # Per class id: lm_ids, the LM symbol it is scored as (None: uniform), and lm_chars,
+    # its spelling in an LM history (that symbol, or else the character itself, which
+    # the LM never saw, so it backs off past it).
     lm_ids: list[int | None] = [None] * (len(chars) + 1)
     lm_chars = ["", *chars]
     uniform = 0.0
