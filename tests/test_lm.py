@@ -202,3 +202,13 @@ def test_search_decoding_picks_the_best_and_keeps_greedy_on_ties():
     assert best.decoding.beam_width == 0
     with pytest.raises(PersecError, match="only CTC"):
         search_decoding(logits, ["ab"], DecoderConfig(name="attn"), AB, AB, progress=False)
+
+
+def test_history_cache_is_capped(monkeypatch):
+    monkeypatch.setattr("persec.models.lm.CACHE_SIZE", 5)
+    lm = CharNgramLM(["abba", "baab"], order=3, alphabet="ab")
+    for history in ["", "a", "b", "aa", "ab", "ba", "bb", "aab", "abb"]:
+        probs = lm.log_probs(history)
+        assert len(lm._cache) <= 5
+        assert sum(math.exp(x) for x in probs) == pytest.approx(1.0)
+    assert lm.log_probs("ab") == lm.log_probs("bab")  # same last 2 characters, same answer
