@@ -28,7 +28,7 @@ test: install-test lint
 # the recipe of the committed weights: seven steps; the first three took ~13 minutes on
 # one H100 with 16 CPU cores, the fourth and fifth 62 minutes each on the 2-core CPU,
 # 6a and 6b ~11 minutes on one H100, and the seventh (a weight average) seconds; then
-# the beam-search and language-model weights are chosen on the held-out crops (~30 s).
+# the beam-search and language-model weights are chosen on the held-out crops (~20 s).
 # SHIPPED=cpu is the 2-core CPU recipe (~70 minutes, a weaker model).
 SHIPPED_RUN ?= runs/shipped
 SHIPPED ?= gpu

@@ -27,7 +27,7 @@ nothing beats it. The weights are not changed.
 Tune on validation data only (never on the set you report): the shipped model was
 tuned on its IIIT5K held-out part,
 
-  persec tune-decoding --model runs/shipped/average/model --data runs/shipped/iiit5k/heldout
+  persec tune-decoding --model models/persec-small --data runs/shipped/iiit5k/heldout
 
 Defaults: --lm-weights {" ".join(f"{w:g}" for w in LM_WEIGHTS)}, --length-bonuses \
 {" ".join(f"{b:g}" for b in LENGTH_BONUSES)}; the LM is estimated from the --lm-words
