@@ -388,7 +388,8 @@ class PersecPeer(Peer):
         where = _shown(self.model_dir)
         return (
             f"`{where}`: {c.encoder.name}-{c.encoder.size} encoder, {c.decoder.name} decoder "
-            f"decoded by {describe_decoding(c.decoder)}, {params:.1f}M parameters; PyTorch {self.torch.__version__} eager fp32, "
+            f"decoded by {describe_decoding(c.decoder)}, {params:.1f}M parameters; "
+            f"PyTorch {self.torch.__version__} eager fp32, "
             f"{self.torch.get_num_threads()} threads, `Recognizer.read` (its own "
             "preprocessing), batch = crops per call."
         )

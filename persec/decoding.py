@@ -22,7 +22,7 @@ from persec.data.dataset import collate_samples
 from persec.errors import PersecError
 from persec.evaluate import find_datasets, open_eval_dataset
 from persec.metrics import ScoreAccumulator
-from persec.models.decoders import DecoderConfig, check_decoding, decode_ctc
+from persec.models.decoders import DecoderConfig, check_decoding, decode_ctc, greedy_decoding
 from persec.models.recognizer import Recognizer
 
 LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8)
@@ -123,8 +123,7 @@ def search_decoding(
     """
     if base.name != "ctc":
         raise PersecError(f"only CTC models have decoding settings to tune (this is {base.name})")
-    greedy = replace(base, beam_width=0, lm_weight=0.0, length_bonus=0.0)
-    grid = [greedy] + [
+    grid = [greedy_decoding(base)] + [
         replace(base, beam_width=beam_width, lm_weight=w, length_bonus=b)
         for w in lm_weights
         for b in length_bonuses

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -428,6 +428,11 @@ def check_decoding(cfg: DecoderConfig) -> None:
         raise ValueError("decoder.lm_weight and length_bonus need decoder.beam_width >= 1")
     if cfg.lm_weight < 0:
         raise ValueError(f"decoder.lm_weight must be >= 0, got {cfg.lm_weight}")
+
+
+def greedy_decoding(cfg: DecoderConfig) -> DecoderConfig:
+    """``cfg`` with its beam search, language model and length bonus turned off."""
+    return replace(cfg, beam_width=0, lm_weight=0.0, length_bonus=0.0)
 
 
 def decoding_lm(cfg: DecoderConfig) -> CharNgramLM | None:

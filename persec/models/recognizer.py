@@ -8,7 +8,7 @@ spelled out). Loading never unpickles anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,13 @@ from persec.charset import Charset
 from persec.config import load_config_dict, to_dict
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
-from persec.models.decoders import DECODING_FIELDS, CTCDecoder, DecoderConfig, build_decoder
+from persec.models.decoders import (
+    DECODING_FIELDS,
+    CTCDecoder,
+    DecoderConfig,
+    build_decoder,
+    greedy_decoding,
+)
 from persec.models.encoders import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
 from persec.weights import (
@@ -143,9 +149,7 @@ class Recognizer(nn.Module):
     def use_greedy_decoding(self) -> None:
         """Decode best-path from now on, without the config's beam search and language
         model (``config.decoder`` is updated to match, so a save records it)."""
-        self.config.decoder = replace(
-            self.config.decoder, beam_width=0, lm_weight=0.0, length_bonus=0.0
-        )
+        self.config.decoder = greedy_decoding(self.config.decoder)
         if isinstance(self.decoder, CTCDecoder):
             self.decoder.decoding = self.config.decoder
 
