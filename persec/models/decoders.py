@@ -20,6 +20,7 @@ from torch import nn
 from persec.charset import AttentionTokenizer, Charset, CTCTokenizer
 from persec.models.attention import sdpa
 from persec.models.lm import CharNgramLM, ctc_beam_decode, english_word_lm
+from persec.precision import cpu_bf16_support
 
 DECODER_NAMES = ("ctc", "attn")
 # DecoderConfig fields that say how to decode, not what the weights are
@@ -103,8 +104,22 @@ class CTCDecoder(nn.Module):
     def forward(self, memory: torch.Tensor, labels: Sequence[str] | None = None) -> torch.Tensor:
         """(B, T, C) -> logits (B, T, N+1). ``labels`` is accepted for a uniform API and unused."""
         if self.rnn is not None:
-            memory, _ = self.rnn(memory)  # (B, T, 2*hidden)
+            memory = self._run_rnn(memory)  # (B, T, 2*hidden)
         return self.classifier(memory)
+
+    def _run_rnn(self, memory: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM; under CPU bf16 autocast on a CPU without native bf16 it runs in
+        fp32, since oneDNN has no bf16 LSTM for such CPUs (it raises "could not create
+        a primitive descriptor")."""
+        if (
+            memory.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and not cpu_bf16_support().native
+        ):
+            with torch.autocast("cpu", enabled=False):
+                return self.rnn(memory.float())[0]
+        return self.rnn(memory)[0]
 
     def loss(self, logits: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
         """CTC loss: per image, -log p(label) divided by the label length, then the batch mean.
