@@ -9,6 +9,7 @@ import csv
 import logging
 import os
 import random
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +22,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 from persec.errors import PersecError
+from persec.precision import AUTO, resolve_precision
 
 
 @dataclass
@@ -35,7 +38,9 @@ class TrainerConfig:
             first. The schedule follows ``max_steps``, so size it to fit the budget.
         val_every: validate every N steps (0 = only at the end).
         log_every: log training scalars every N steps.
-        precision: Lightning precision, e.g. ``32-true`` or ``bf16-mixed``.
+        precision: ``auto`` (``bf16-mixed`` where the CPU or GPU runs bf16 natively,
+            ``32-true`` elsewhere; see :mod:`persec.precision`) or any Lightning
+            precision, e.g. ``32-true`` or ``bf16-mixed``, used as given.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         devices: devices (processes on CPU) per node; more than one trains with DDP.
         num_nodes: nodes.
@@ -62,7 +67,7 @@ class TrainerConfig:
     max_minutes: float = 0.0
     val_every: int = 1000
     log_every: int = 50
-    precision: str = "32-true"
+    precision: str = AUTO
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -91,6 +96,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*Total length of `list` across ranks is zero.*")
+    # LogLastStep logs the last step of a run shorter than log_every.
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -211,6 +218,16 @@ class PeriodicCheckpoint(Callback):
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state
 
 
+class LogLastStep(Callback):
+    """Log the last training step whatever ``log_every`` says, so every run, even one
+    shorter than ``log_every``, ends with its final values in ``metrics.csv`` and
+    TensorBoard."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps:
+            trainer.log_every_n_steps = 1
+
+
 def compile_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
     """Compile each child of ``encoder`` in place (``nn.Module.compile``): the objectives
     call the encoder's parts separately (``encode_low``, aggregators), and parameter
@@ -246,6 +263,28 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
 
 
+def settle_precision(config: TrainerConfig) -> str | None:
+    """Replace ``config.precision=auto`` by the precision this machine trains fastest
+    in (so the run's ``config.yaml`` records what ran) and return the line that says
+    which and why; None when the config names a precision, which is left as it is."""
+    if config.precision != AUTO:
+        return None
+    config.precision, reason = resolve_precision(AUTO, config.accelerator)
+    return f"persec: training in {config.precision} (trainer.precision=auto: {reason})"
+
+
+class AnnouncePrecision(Callback):
+    """Print the precision line once training starts (after a checkpoint to resume
+    from has loaded, so a bad input stays a one-line error), on rank 0 only."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module) -> None:
+        print(self.message, file=sys.stderr, flush=True)
+
+
 def start_run(config: TrainerConfig) -> None:
     """Set threads, the allocator (``config.keep_freed_memory``) and seed every
     generator from ``config.seed``. Call it before the model is built: initial weights
@@ -268,6 +307,8 @@ def build_trainer(
     """A Lightning trainer writing TensorBoard logs, ``metrics.csv`` and checkpoints
     under ``output_dir`` (``checkpoints/last.ckpt`` for ``--resume``); gradients are
     clipped to norm ``grad_clip`` (0 = off). ``callbacks`` are added to persec's own.
+    ``config.precision=auto`` is settled here (:func:`settle_precision`) and
+    announced when training starts.
 
     The data modules shard the training set over ranks themselves (Lightning's
     distributed sampler is off): see :class:`~persec.data.sampler.ResumableSampler`.
@@ -285,7 +326,10 @@ def build_trainer(
         auto_insert_metric_name=False,
         enable_version_counter=False,  # one last.ckpt, also written by PeriodicCheckpoint
     )
-    extra: list[Callback] = [ExactResume(), checkpoint]
+    precision_line = settle_precision(config)
+    extra: list[Callback] = [ExactResume(), LogLastStep(), checkpoint]
+    if precision_line:
+        extra.append(AnnouncePrecision(precision_line))
     if config.checkpoint_every:
         extra.append(PeriodicCheckpoint(config.checkpoint_every, last_checkpoint(output_dir)))
     loggers = [

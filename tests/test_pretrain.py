@@ -92,6 +92,20 @@ def test_resume_continues_to_more_steps(words, tmp_path, run_cli) -> None:
     assert steps[-1] == 3
 
 
+def test_a_run_shorter_than_log_every_still_logs_its_last_step(words, tmp_path, run_cli):
+    run = tmp_path / "run"
+    argv = ["pretrain", *TINY, f"data.train=[{words}]", f"output_dir={run}"]
+    argv += ["trainer.val_every=0", "trainer.max_steps=3", "trainer.log_every=50"]
+    code, _, err = run_cli(argv)
+    assert code == 0, err
+    assert "no curves plotted" not in err
+    rows = [r for r in _rows(run / "metrics.csv") if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [2]  # the last step only
+    for level in ("stroke", "semantic"):
+        assert 0.0 <= float(rows[0][f"train/{level}/acc"]) <= 1.0
+        assert float(rows[0][f"train/{level}/prob_ppl"]) >= 1.0
+
+
 def test_plain_image_folder_and_renderer_without_labels(tmp_path, run_cli) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
