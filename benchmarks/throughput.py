@@ -58,6 +58,7 @@ from persec.data.module import RecognitionDataModule, UnlabelledDataModule  # no
 from persec.errors import PersecError  # noqa: E402
 from persec.finetune import FinetuneConfig  # noqa: E402
 from persec.models.recognizer import Recognizer  # noqa: E402
+from persec.precision import cpu_bf16_support, resolve_precision  # noqa: E402
 from persec.pretrain import PretrainConfig, build_pretraining  # noqa: E402
 from persec.systems import build_optimizer  # noqa: E402
 from persec.training import keep_freed_memory  # noqa: E402
@@ -184,7 +185,8 @@ class Workload:
         self.cfg = cfg
         self.encoder_name = cfg.model.encoder.name if row.kind == "finetune" else cfg.model.name
         self.batch = cfg.data.batch_size
-        self.bf16_config = cfg.trainer.precision.startswith("bf16")
+        # What the config trains in on this CPU (``auto`` resolved as a run resolves it).
+        self.bf16_config = resolve_precision(cfg.trainer.precision, "cpu")[0].startswith("bf16")
         g = torch.Generator().manual_seed(0)
         shape = (self.batch, image.channels, image.height, image.width)
         self.images = torch.rand(shape, generator=g) * 2 - 1
@@ -248,7 +250,7 @@ def measure_model(row: Row, ceilings: dict[str, float], it: dict) -> tuple[list[
     flops = w.flops()
     params = sum(p.numel() for p in w.params)
     out = []
-    for precision in ("fp32", "bf16") if w.bf16_config else ("fp32",):
+    for precision in ("fp32", "bf16"):  # both, side by side, whatever the CPU
         bf16 = precision == "bf16"
         w.train_mode(True)
         train = rate(lambda b=bf16: w.train_step(b), w.batch, **it)
@@ -393,7 +395,7 @@ def _model_line(r: dict) -> str:
         met = "met" if r["train_ceiling_pct"] >= r["target_pct"] else "below"
         target = f"{r['target_pct']:.0f}% ({met})"
     return (
-        f"| {r['model']} | {r['precision']}{'' if r['config_precision'] else ' (not config)'} "
+        f"| {r['model']} | {r['precision']}{' (auto)' if r['config_precision'] else ''} "
         f"| {r['params'] / 1e6:.1f}M | {r['gflops_fwd']:.2f} | {r['train_img_s']:.1f} "
         f"| {r['train_gflop_s']:.0f} | {r['train_ceiling_pct']:.0f}% | {target} "
         f"| {r['infer_img_s']:.0f} |"
@@ -410,8 +412,11 @@ def _data_line(r: dict) -> str:
 
 def machine() -> dict:
     cpu = cpu_model(platform.processor())
+    bf16 = cpu_bf16_support()
     return {
         "cpu": cpu,
+        "bf16_native": bf16.native,
+        "bf16_reason": bf16.reason,
         "cores": len(os.sched_getaffinity(0)),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -430,7 +435,8 @@ def run(args: argparse.Namespace) -> None:
     info["keep_freed_memory"] = args.kept
     print(
         f"# {info['cpu']}, {info['cores']} CPUs, {info['threads']} torch threads, "
-        f"torch {info['torch']}, load average {info['load_before']:.2f}"
+        f"torch {info['torch']}, load average {info['load_before']:.2f}; "
+        f"bf16 {'native' if info['bf16_native'] else 'not native'} ({info['bf16_reason']})"
         + ("" if info["keep_freed_memory"] else ", glibc's default allocator (--glibc-default)"),
         flush=True,
     )
@@ -472,7 +478,8 @@ def write(args, info: dict, models: list[dict], data: list[dict]) -> None:
     stem = "throughput-quick" if args.quick else "throughput"
     md = [
         f"Machine: {info['cpu']}, {info['cores']} CPUs, {info['threads']} torch threads, "
-        f"torch {info['torch']}; load average {info['load_before']:.2f} before, "
+        f"torch {info['torch']}; bf16 {'native' if info['bf16_native'] else 'not native'} "
+        f"({info['bf16_reason']}); load average {info['load_before']:.2f} before, "
         f"{info['load_after']:.2f} after"
         + ("." if info["keep_freed_memory"] else "; glibc's default allocator (--glibc-default)."),
         "",
