@@ -93,30 +93,22 @@ def child(command: str, overrides: list[str]) -> None:
     )
 
 
-def run_child(command: str, overrides: list[str], env: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", command, *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+def _run(argv: list[str], env: dict) -> str:
+    """stdout of ``python ARGV`` in the project root; exits with its stderr on failure."""
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
-        sys.exit(f"{command} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        sys.exit(f"{' '.join(argv)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def run_child(command: str, overrides: list[str], env: dict) -> dict:
+    out = _run([__file__, "--child", command, *overrides], env)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def time_cli(command: str, overrides: list[str], env: dict) -> float:
     start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "persec", command, "--config", CONFIGS[command], *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    if out.returncode != 0:
-        sys.exit(f"persec {command} failed:\n{out.stderr[-3000:]}")
+    _run(["-m", "persec", command, "--config", CONFIGS[command], *overrides], env)
     return time.perf_counter() - start
 
 
