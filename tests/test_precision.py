@@ -78,7 +78,10 @@ def test_bf16_autocast_persec_features_and_continuous_terms_match_fp32():
 
 
 @pytest.mark.slow
-def test_compiled_encoder_matches_eager():
+def test_compiled_encoder_matches_eager(tmp_path, monkeypatch):
+    # Its own TorchInductor cache: kernels cached in /tmp by a run under another ISA
+    # (e.g. ATEN_CPU_CAPABILITY=avx2) segfaulted this test once the full ISA was back.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     eager = build_encoder(EncoderConfig(name="resnet", size="tiny")).eval()
     compiled = build_encoder(EncoderConfig(name="resnet", size="tiny")).eval()
