@@ -1,6 +1,6 @@
 """Shared Lightning plumbing for ``persec pretrain`` and ``persec finetune``: the
 trainer config, loggers, checkpoints (written atomically, read without unpickling
-code), seeding, and the random-number state that makes ``--resume`` exact.
+code) and seeding; the callbacks it adds are in :mod:`persec.callbacks`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import random
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 
+from persec.callbacks import AnnouncePrecision, ExactResume, LogLastStep, PeriodicCheckpoint
 from persec.errors import PersecError
 from persec.precision import AUTO, resolve_precision
 
@@ -149,85 +146,6 @@ def load_checkpoint_safely(path: str | Path, map_location="cpu"):
         ) from e
 
 
-def capture_rng() -> dict:
-    """The state of every global random-number generator training draws from (torch
-    CPU and CUDA, NumPy, Python), as tensors and plain values a ``weights_only``
-    load accepts."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
-        "numpy_rest": [int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    """Put back what :func:`capture_rng` took."""
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, cached = state["numpy_rest"]
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class ExactResume(Callback):
-    """Saves the random-number state with every checkpoint and puts it back when
-    training resumes, so masks, quantizer noise and dropout after a resume are the
-    ones the uninterrupted run draws. Validation runs on a fork of the state: whether
-    or not it runs between a save and the next step changes nothing."""
-
-    def __init__(self):
-        self._pending: dict | None = None
-        self._before_val: dict | None = None
-
-    def state_dict(self) -> dict:
-        return {"rng": capture_rng()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._pending = state_dict.get("rng")
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self._pending is not None:
-            restore_rng(self._pending)
-            self._pending = None
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._before_val = capture_rng()
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if self._before_val is not None:
-            restore_rng(self._before_val)
-            self._before_val = None
-
-
-class PeriodicCheckpoint(Callback):
-    """Write the full training state to ``path`` every ``every`` optimiser steps."""
-
-    def __init__(self, every: int, path: Path):
-        self.every, self.path = every, path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path, weights_only=False)  # the full state
-
-
-class LogLastStep(Callback):
-    """Log the last training step whatever ``log_every`` says, so every run, even one
-    shorter than ``log_every``, ends with its final values in ``metrics.csv`` and
-    TensorBoard."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps:
-            trainer.log_every_n_steps = 1
-
-
 def compile_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
     """Compile each child of ``encoder`` in place (``nn.Module.compile``): the objectives
     call the encoder's parts separately (``encode_low``, aggregators), and parameter
@@ -271,18 +189,6 @@ def settle_precision(config: TrainerConfig) -> str | None:
         return None
     config.precision, reason = resolve_precision(AUTO, config.accelerator)
     return f"persec: training in {config.precision} (trainer.precision=auto: {reason})"
-
-
-class AnnouncePrecision(Callback):
-    """Print the precision line once training starts (after a checkpoint to resume
-    from has loaded, so a bad input stays a one-line error), on rank 0 only."""
-
-    def __init__(self, message: str):
-        self.message = message
-
-    @rank_zero_only
-    def on_train_start(self, trainer, pl_module) -> None:
-        print(self.message, file=sys.stderr, flush=True)
 
 
 def start_run(config: TrainerConfig) -> None:
