@@ -15,13 +15,35 @@ APT_PACKAGES := fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-libe
   fonts-kristi fonts-staypuft fonts-tomsontalks fonts-yanone-kaffeesatz fonts-breip \
   fonts-sil-gentium wamerican
 
-.PHONY: demo test install install-test fonts lint clean train-shipped
+.PHONY: demo test install install-test fonts lint clean train-shipped splits
 
 demo: install
 	$(PYTHON) scripts/demo.py --out $(DEMO_DIR)
 
 test: install-test lint
 	$(PYTHON) -m pytest -q
+
+# Remake the committed split lists data/splits/<set>/{train,select,report}.txt of the
+# real sets in ../shared/data (seed 0; README, "Real data"). IIIT5K keeps the 1,500
+# crops models/persec-small trained on as `train` and cuts its 500 held-out crops
+# 250/250; IC13 born-digital is grouped by source image, GW words and lines by page
+# (one page list for both); SVT_train stays whole.
+SHARED_DATA ?= ../shared/data
+SPLITS ?= data/splits
+splits: install
+	rm -rf $(SPLITS).tmp && mkdir -p $(SPLITS)
+	$(PERSEC) data split $(SHARED_DATA)/IIIT5K_train --out $(SPLITS).tmp/iiit5k --holdout 500 --seed 0
+	$(PERSEC) data split $(SHARED_DATA)/IIIT5K_train --lists $(SPLITS)/IIIT5K_train \
+	  --fixed train=$(SPLITS).tmp/iiit5k/train/gt.txt --parts select,report --ratios 50,50 --seed 0
+	$(PERSEC) data split $(SHARED_DATA)/IC15_train --lists $(SPLITS)/IC15_train --seed 0
+	$(PERSEC) data split $(SHARED_DATA)/IC13_borndigital_train --lists $(SPLITS)/IC13_borndigital_train \
+	  --group-by '^img_(\d+)_' --seed 0
+	$(PERSEC) data split $(SHARED_DATA)/GW_words_train --lists $(SPLITS)/GW_words_train \
+	  --group-by '^(\d+)-' --seed 0
+	$(PERSEC) data split $(SHARED_DATA)/GW_lines_train --lists $(SPLITS)/GW_lines_train \
+	  --group-by '^(\d+)-' --groups-from $(SPLITS)/GW_words_train/manifest.json
+	$(PERSEC) data split $(SHARED_DATA)/SVT_train --lists $(SPLITS)/SVT_train --parts train --ratios 1
+	rm -rf $(SPLITS).tmp
 
 # Reproduce models/persec-small: split the IIIT5K train crops into train/held-out
 # parts, PerSec-pretrain, fine-tune, copy the model, report. SHIPPED=gpu (default) is

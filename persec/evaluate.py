@@ -13,7 +13,9 @@ tall crops are also read turned 90° both ways, as ``persec read`` does by defau
 Dataset paths (:func:`find_datasets`): a folder that is itself a dataset (``gt.txt`` or
 ``data.mdb`` directly inside) is one dataset; any other folder stands for its immediate
 children that are datasets (a child with an LMDB anywhere under it is one dataset), so
-``data/test`` expands to ``IIIT5k``, ``SVT``, ``IC13_857``, ... named by folder.
+``data/test`` expands to ``IIIT5k``, ``SVT``, ``IC13_857``, ... named by folder;
+``DIR:PART`` is one part of a split ``gt.txt`` set (:mod:`persec.data.splits`), named
+``SET:PART``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from persec.data.dataset import (
     has_lmdb,
     open_dataset,
 )
+from persec.data.splits import parse_part
 from persec.errors import DataError, PersecError
 from persec.image import ToTensor
 from persec.metrics import (
@@ -120,6 +123,12 @@ def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     seen: dict[str, Path] = {}
     for path in map(Path, paths):
+        folder, part = parse_part(path)
+        if part is not None:  # one part of a split set: DIR:PART
+            if not is_dataset(folder):
+                raise DataError(f"{path}: {folder} is not a gt.txt dataset folder")
+            found.append(path)
+            continue
         if not path.exists():
             raise DataError(f"dataset path {path} does not exist")
         if not path.is_dir():

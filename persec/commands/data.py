@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from tqdm import tqdm
 from persec.charset import Charset
 from persec.data.dataset import Skipped, SkipReport, detect_layout, open_dataset
 from persec.data.folder import folder_to_lmdb, split_folder
+from persec.data.splits import check_split, make_split, parse_part, read_list, write_split
+from persec.errors import DataError
 
 HELP = "dataset statistics and the gt.txt folder to LMDB converter"
 
@@ -72,14 +75,36 @@ def add_parser(subparsers) -> None:
 
     split = sub.add_parser(
         "split",
-        help="split a gt.txt folder into OUT/train and OUT/heldout (images copied)",
-        description="Draw HOLDOUT samples of SRC/gt.txt (fixed by --seed) into OUT/heldout "
-        "and the rest into OUT/train, each a gt.txt folder. For a set that must serve as "
-        "training data and as a measuring stick: train on OUT/train, report on OUT/heldout.",
+        help="split a gt.txt folder into fixed parts (file lists), or check a split",
+        description="With --lists: cut SRC into parts by ratio (default train/select/report "
+        "70/15/15) and write DIR/<part>.txt (image paths as in SRC/gt.txt) and "
+        "DIR/manifest.json. Byte-identical duplicate images are removed (the manifest names "
+        "them); --group-by keeps the images of a group (e.g. one source photo or one page) in "
+        "one part. Read a part later as SRC:PART (lists found in $PERSEC_SPLITS, ./data/splits "
+        "or the checkout's data/splits) or SRC:DIR/PART.txt. With --check DIR: verify a split "
+        "against the files on disk. With --out and --holdout: the older two-way split that "
+        "copies images into OUT/train and OUT/heldout.",
     )
     split.add_argument("src", metavar="SRC", help="folder with gt.txt")
-    split.add_argument("--out", required=True, metavar="DIR", help="new output folder")
-    split.add_argument("--holdout", type=int, required=True, metavar="N", help="held-out samples")
+    mode = split.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--lists", metavar="DIR", help="write part lists and a manifest here")
+    mode.add_argument("--check", metavar="DIR", help="check the split in DIR against SRC")
+    mode.add_argument("--out", metavar="DIR", help="new folder for the copying train/heldout split")
+    split.add_argument("--parts", default="train,select,report", metavar="A,B,..")
+    split.add_argument("--ratios", default="70,15,15", metavar="R,R,..", help="one per part")
+    split.add_argument(
+        "--group-by", metavar="REGEX", help="its first group, searched in each file name, names "
+        "the file's group (IC13 born-digital: '^img_(\\d+)_'; GW pages: '^(\\d+)-')"
+    )  # fmt: skip
+    split.add_argument(
+        "--groups-from", metavar="MANIFEST", help="put each group in the part this manifest "
+        "of another split gave it (GW lines with the words' page list)"
+    )  # fmt: skip
+    split.add_argument(
+        "--fixed", action="append", default=[], metavar="PART=LIST",
+        help="a part given as a list of image paths (or a gt.txt); repeatable",
+    )  # fmt: skip
+    split.add_argument("--holdout", type=int, metavar="N", help="held-out samples (with --out)")
     split.add_argument("--seed", type=int, default=0, metavar="S")
     split.set_defaults(func=run_split)
 
@@ -111,7 +136,7 @@ def compute_stats(
 
     A plain image folder is read as unlabelled (no label statistics).
     """
-    layout = detect_layout(path)
+    layout = detect_layout(parse_part(path)[0])
     dataset = open_dataset(
         path, charset=charset, unlabelled=layout == "images", max_label_length=max_length
     )
@@ -232,8 +257,56 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fixed_parts(specs: list[str]) -> dict[str, list[str]]:
+    fixed = {}
+    for spec in specs:
+        part, sep, path = spec.partition("=")
+        if not sep or not part or not path:
+            raise DataError(f"--fixed takes PART=LIST, got {spec!r}")
+        fixed[part] = read_list(path)
+    return fixed
+
+
+def _group_parts(path: str | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        manifest = json.loads(Path(path).read_text("utf-8"))
+        return {g: part for part, groups in manifest["groups"].items() for g in groups}
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"--groups-from {path}: not a split manifest with groups ({err})") from err
+
+
 def run_split(args: argparse.Namespace) -> int:
-    """``persec data split SRC --out DIR --holdout N``: a train / held-out split."""
-    train, heldout = split_folder(args.src, args.out, args.holdout, args.seed)
-    print(f"wrote {train} samples to {args.out}/train and {heldout} to {args.out}/heldout")
+    """``persec data split SRC (--lists DIR | --check DIR | --out DIR --holdout N)``."""
+    if args.out is not None:
+        if args.holdout is None:
+            raise DataError("--out needs --holdout N (or use --lists for fixed part lists)")
+        train, heldout = split_folder(args.src, args.out, args.holdout, args.seed)
+        print(f"wrote {train} samples to {args.out}/train and {heldout} to {args.out}/heldout")
+        return 0
+    if args.check is not None:
+        problems = check_split(args.src, args.check)
+        for problem in problems:
+            print(f"persec: {problem}")
+        print(f"split {args.check} of {args.src}: " + ("bad" if problems else "ok"))
+        return 1 if problems else 0
+    parts = [p for p in args.parts.split(",") if p]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",") if r]
+    except ValueError as err:
+        raise DataError(f"--ratios takes numbers separated by commas, got {args.ratios!r}") from err
+    split = make_split(
+        args.src,
+        parts=parts,
+        ratios=ratios,
+        seed=args.seed,
+        group_by=args.group_by,
+        fixed=_fixed_parts(args.fixed),
+        group_parts=_group_parts(args.groups_from),
+    )
+    write_split(split, args.lists)
+    counts = ", ".join(f"{name} {len(rels)}" for name, rels in split.parts.items())
+    removed = len(split.manifest["duplicates"])
+    print(f"wrote {args.lists}: {counts} ({removed} duplicate images removed)")
     return 0

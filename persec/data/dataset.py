@@ -247,10 +247,12 @@ def open_dataset(
     * a directory with ``data.mdb`` anywhere under it → one
       :class:`~persec.data.lmdb.LmdbDataset` over all LMDBs found;
     * otherwise, for unlabelled data only, a folder of images
-      (:class:`~persec.data.folder.ImageFolderDataset`).
+      (:class:`~persec.data.folder.ImageFolderDataset`);
+    * ``DIR:PART`` → the images of one part of a split of the ``gt.txt`` folder
+      ``DIR`` (:func:`~persec.data.splits.part_list`), e.g. ``IC15_train:report``.
 
     Args:
-        path: the dataset directory.
+        path: the dataset directory, or ``DIR:PART``.
         charset: label filter (preset name, file path or Charset); ignored when unlabelled.
         unlabelled: items get label ``None`` and labels are not checked.
         transform: applied to each RGB PIL image.
@@ -263,7 +265,17 @@ def open_dataset(
     # Imported here: the readers import Skipped/SkipReport from this module.
     from persec.data.folder import FolderDataset, ImageFolderDataset
     from persec.data.lmdb import LmdbDataset
+    from persec.data.splits import parse_part, part_list, read_list
 
+    folder, part = parse_part(path)
+    if part is not None:
+        if detect_layout(folder) != "folder":
+            raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
+        kwargs.setdefault("name", f"{dataset_name(folder)}:{part}")
+        only = read_list(part_list(folder, part))
+        return FolderDataset(
+            folder, charset=charset, unlabelled=unlabelled, transform=transform, only=only, **kwargs
+        )
     layout = detect_layout(path)
     if layout == "folder":
         return FolderDataset(

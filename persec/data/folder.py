@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,13 @@ class FolderDataset(_FileDataset):
         unlabelled: use the gt list only to select images; labels are ``None``.
         transform: applied to the RGB PIL image.
         name: display name; defaults to the folder name of ``root``.
+        only: read just these images (paths as written in the gt file, e.g. one part
+            of a split, see :mod:`persec.data.splits`); the others are left out, not
+            counted as skipped.
 
     Raises:
-        DataError: missing folder or gt file, or a malformed gt line (``file:line``).
+        DataError: missing folder or gt file, a malformed gt line (``file:line``), or
+            an ``only`` path the gt file does not list.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class FolderDataset(_FileDataset):
         unlabelled: bool = False,
         transform: Callable[[Any], Any] | None = None,
         name: str | None = None,
+        only: Collection[str] | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -133,7 +138,17 @@ class FolderDataset(_FileDataset):
         #: labels as written in gt.txt, parallel to the kept samples (for the converter)
         self.raw_labels: list[str] = []
         base = self.gt_path.parent
-        for rel, raw in read_gt_file(self.gt_path):
+        entries = read_gt_file(self.gt_path)
+        if only is not None:
+            wanted = set(only)
+            entries = [(rel, raw) for rel, raw in entries if rel in wanted]
+            extra = sorted(wanted - {rel for rel, _ in entries})
+            if extra:
+                raise DataError(
+                    f"{len(extra)} images of the part asked for are not in {self.gt_path} "
+                    f"(first: {extra[0]}); was the list made for this set?"
+                )
+        for rel, raw in entries:
             path = base / rel
             if not path.is_file():
                 self.report.skip(MISSING_FILE, str(path))
@@ -169,6 +184,7 @@ class ImageFolderDataset(_FileDataset):
         root: str | Path,
         transform: Callable[[Any], Any] | None = None,
         name: str | None = None,
+        only: Collection[str] | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -252,6 +268,11 @@ def folder_to_lmdb(
     return written, report
 
 
+def holdout_indices(n: int, holdout: int, seed: int = 0) -> set[int]:
+    """The indices (of ``n`` gt.txt entries) that :func:`split_folder` holds out."""
+    return set(random.Random(seed).sample(range(n), holdout))
+
+
 def split_folder(
     src_folder: str | Path,
     out: str | Path,
@@ -277,7 +298,7 @@ def split_folder(
     out = Path(out)
     if (out / "train" / GT_FILE).exists() or (out / "heldout" / GT_FILE).exists():
         raise DataError(f"{out} already holds a split; choose a new output directory")
-    held = set(random.Random(seed).sample(range(len(entries)), holdout))
+    held = holdout_indices(len(entries), holdout, seed)
     parts: dict[str, list[str]] = {"train": [], "heldout": []}
     for i, (rel, label) in enumerate(entries):
         part = "heldout" if i in held else "train"
