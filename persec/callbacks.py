@@ -104,3 +104,27 @@ class AnnouncePrecision(Callback):
     @rank_zero_only
     def on_train_start(self, trainer, pl_module) -> None:
         print(self.message, file=sys.stderr, flush=True)
+
+
+class ProbeAtValidation(Callback):
+    """Run :func:`persec.probe.run_probe` on the encoder after every validation (not
+    the sanity check) and log its numbers (``probe/word_acc``, ``probe/rank``,
+    ``leak/semantic/neighbour_acc``, ...) with the validation metrics. The probe's
+    images are rendered at the first use, on rank 0 only; other ranks log nothing."""
+
+    def __init__(self, config, synth, image):
+        self.config, self.synth, self.image = config, synth, image
+        self._data = None
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from persec.probe import make_probe_set, run_probe
+
+        if self._data is None:
+            self._data = make_probe_set(self.config, self.synth, self.image)
+        bf16 = str(trainer.precision).startswith("bf16") and pl_module.device.type == "cpu"
+        objective = getattr(pl_module, "objective", None)
+        result = run_probe(pl_module.encoder, objective, self._data, self.config, bf16=bf16)
+        for key, value in result.logs().items():
+            pl_module.log(key, value, rank_zero_only=True)

@@ -30,6 +30,7 @@ COMMANDS = [
     "tune-decoding",
     "score",
     "inspect-codes",
+    "probe",
     "experiment",
 ]
 

@@ -52,14 +52,36 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     """Contrastive accuracy, contrastive loss and (PerSec only) prob perplexity per
-    level, train and validation, as one PNG (the chance level dotted)."""
+    level, train and validation, as one PNG (the chance level dotted); then, when
+    logged, the linear probe, the effective rank and the leak test (persec.probe)."""
     plt = pyplot()
     series = read_metrics(metrics_csv)
     panels = [("acc", "contrastive accuracy"), ("contrastive", "contrastive loss")]
     if any(key.endswith("/prob_ppl") for key in series):
         panels.append(("prob_ppl", "prob perplexity"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (term, title) in zip(axes, panels, strict=True):
+    # The frozen-encoder diagnostics (persec.probe), when the run logged them.
+    extra = [
+        (title, keys)
+        for title, keys in (
+            ("linear probe: word accuracy, held-out fonts", ["probe/word_acc"]),
+            ("effective rank", ["probe/rank", "probe/low_rank"]),
+            ("leak test: code accuracy", sorted(k for k in series if k.startswith("leak/"))),
+        )
+        if any(k in series for k in keys)
+    ]
+    n = len(panels) + len(extra)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6))
+    for ax, (title, keys) in zip(axes[len(panels) :], extra, strict=True):
+        for key in keys:
+            if key in series:
+                steps, values = zip(*series[key], strict=True)
+                style = ":" if key.endswith("majority") else "o-"
+                ax.plot(steps, values, style, ms=3, lw=1, label=key)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax, (term, title) in zip(axes[: len(panels)], panels, strict=True):
         for level in LEVELS:
             for stage, style in (("train", "-"), ("val", "o-")):
                 points = series.get(f"{stage}/{level}/{term}")

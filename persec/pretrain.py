@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from persec.callbacks import ProbeAtValidation
 from persec.config import load_config_dict, save_config, to_dict
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
@@ -26,6 +27,7 @@ from persec.models.encoders import EncoderConfig, TextEncoder, build_encoder
 from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
+from persec.probe import ProbeConfig
 from persec.systems import OptimConfig, PretrainSystem
 from persec.training import (
     TrainerConfig,
@@ -62,6 +64,8 @@ class PretrainConfig:
         data: unlabelled training and validation images.
         optim: Adam, lr 1e-4, warm-up [paper].
         trainer: steps, validation cadence, precision, devices.
+        probe: a frozen linear probe, effective rank and leak test of the encoder at
+            every validation (``probe.train_images: 0`` = off) [ours].
         output_dir: where the encoder, logs and checkpoints go.
         resume: continue from ``output_dir/checkpoints/last.ckpt``.
     """
@@ -74,6 +78,7 @@ class PretrainConfig:
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=_paper_optim)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     output_dir: str = "runs/pretrain"
     resume: bool = False
 
@@ -168,6 +173,9 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
         val_seed=config.trainer.seed,
         max_nonfinite=config.trainer.max_nonfinite,
     )
+    callbacks = list(callbacks or [])
+    if config.probe.train_images > 0:
+        callbacks.append(ProbeAtValidation(config.probe, config.data.synth, config.image))
     trainer, _ = build_trainer(
         config.trainer, out, None, grad_clip=config.optim.grad_clip, callbacks=callbacks
     )

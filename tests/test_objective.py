@@ -134,3 +134,36 @@ def test_vit_encoder_pretrains_too() -> None:
     out = obj(enc, _images(2))
     out.loss.backward()
     assert enc.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_mask_columns_hides_whole_frames_and_nothing_else() -> None:
+    from persec.models.masking import mask_columns
+
+    images = _images(b=3)
+    masked, mask = mask_columns(images, 32, 0.4, 3, value=0.0,
+                                generator=torch.Generator().manual_seed(5))  # fmt: skip
+    assert mask.shape == (3, 32) and (mask.sum(1) == 13).all()  # round(0.4 · 32)
+    columns = mask.repeat_interleave(4, dim=1)  # (B, W)
+    for i in range(3):
+        assert (masked[i][:, :, columns[i]] == 0).all()
+        assert torch.equal(masked[i][:, :, ~columns[i]], images[i][:, :, ~columns[i]])
+    with pytest.raises(ValueError, match="multiple of"):
+        mask_columns(images[:, :, :, :126], 32, 0.4, 3)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_input_masking_trains_both_levels_and_reaches_the_encoder(detach: bool) -> None:
+    enc, obj = _setup(mask_at="input", input_mask_prob=0.4, input_mask_span=3,
+                      detach_targets=detach)  # fmt: skip
+    out = obj(enc, _images(), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    for level in ("stroke", "semantic"):
+        assert 0.0 <= float(out.logs[f"{level}/acc"]) <= 1.0
+    out.loss.backward()
+    first = next(p for p in enc.parameters() if p.dim() == 4)  # the stem's first conv
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_unknown_mask_at_is_named() -> None:
+    with pytest.raises(ValueError, match="mask_at"):
+        _setup(mask_at="pixels")

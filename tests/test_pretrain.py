@@ -44,6 +44,8 @@ def pretrained(words, tmp_path_factory):
     run = tmp_path_factory.mktemp("pt") / "run"
     argv = ["pretrain", *TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
     argv += ["trainer.max_steps=4", "trainer.val_every=2", f"output_dir={run}"]
+    argv += ["probe.train_images=16", "probe.test_images=8", "probe.steps=5"]
+    argv += ["probe.leak_steps=5"]
     assert main(argv) == 0
     return run
 
@@ -72,6 +74,15 @@ def test_pretrain_writes_encoder_logs_and_curves(pretrained) -> None:
     for r in vals:
         assert 0.0 <= float(r["val/stroke/acc"]) <= 1.0
         assert 2.0 <= float(r["val/stroke/prob_ppl"]) <= 64.0
+    # The frozen-encoder diagnostics at each validation (probe.train_images > 0).
+    probes = [r for r in rows if r.get("probe/word_acc")]
+    assert [int(r["step"]) for r in probes] == [int(r["step"]) for r in vals]
+    for r in probes:
+        assert 0.0 <= float(r["probe/word_acc"]) <= 1.0
+        assert 1.0 <= float(r["probe/rank"]) <= 64.0
+        for level in ("stroke", "semantic"):
+            for term in ("neighbour_acc", "context_acc", "majority"):
+                assert 0.0 <= float(r[f"leak/{level}/{term}"]) <= 1.0
 
 
 def test_pretrained_encoder_and_perceivers_reload(pretrained) -> None:

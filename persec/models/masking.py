@@ -129,3 +129,32 @@ def apply_mask(
     if tuple(mask_embedding.shape) != (c,):
         raise ValueError(f"mask_embedding must be ({c},), got {tuple(mask_embedding.shape)}")
     return torch.where(where, vec.to(features.dtype), features)
+
+
+def mask_columns(
+    images: torch.Tensor,
+    frames: int,
+    p: float,
+    span: int,
+    value: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide whole frames of an image [ours]: the W/``frames`` pixel columns under each
+    masked frame (a :func:`span_mask` over the frames) are set to ``value``.
+
+    Args:
+        images: (B, C, H, W), W a multiple of ``frames``.
+        frames: T, the encoder's output length.
+        p, span: masked share and span length, in frames.
+        value: what masked pixels become.
+        generator: randomness of the mask.
+
+    Returns:
+        the masked images (B, C, H, W) and the frame mask (B, T), bool.
+    """
+    b, _, _, width = images.shape
+    if frames < 2 or width % frames:
+        raise ValueError(f"image width {width} must be a multiple of {frames} frames (>= 2)")
+    mask = span_mask((b, frames), p, span, generator).to(images.device)  # (B, T)
+    columns = mask.repeat_interleave(width // frames, dim=1)[:, None, None, :]  # (B, 1, 1, W)
+    return images.masked_fill(columns, value), mask

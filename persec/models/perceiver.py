@@ -294,9 +294,28 @@ class ContextPerceiver(nn.Module):
             mask: positions to mask (default: a fresh span mask). # (B, H, W) / (B, T)
             generator: randomness of the mask, Gumbel noise and distractors.
         """
-        zl = self.positions(z)  # (B, N, C)
+        zl = self.positions(z)  # (B, N, C); checks the layout first
         if mask is None:
             mask = self.make_mask(z, generator)
+        context = self.positions(aggregator(apply_mask(z, mask, self.mask_embedding)))
+        return self.score(zl, context, mask, generator)
+
+    def score(
+        self,
+        zl: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> PerceiverOutput:
+        """Losses given the context already computed: ``forward`` masks features;
+        input masking [ours] computes ``context`` from a masked image instead.
+
+        Args:
+            zl: unmasked features as positions, the targets' source. # (B, N, C)
+            context: aggregated features of the masked input, same positions. # (B, N, C)
+            mask: the positions to predict. # (B, H, W) / (B, T), bool
+            generator: randomness of the Gumbel noise and distractors.
+        """
         b = zl.size(0)
         flat = mask.reshape(b, -1)  # (B, N)
         n = int(flat[0].sum())
@@ -318,7 +337,6 @@ class ContextPerceiver(nn.Module):
             quant = self.quantizer(zl[flat], generator=generator)  # (B·n, code_dim)
             targets = self.project_target(quant.quantized.to(zl.dtype)).view(b, n, -1)
             codes = quant.indices.view(b, n, -1)
-        context = self.positions(aggregator(apply_mask(z, mask, self.mask_embedding)))
         context = self.project_context(context[flat]).view(b, n, -1)  # (B, n, final)
         result = contrastive_loss(
             context,
@@ -334,7 +352,7 @@ class ContextPerceiver(nn.Module):
         return PerceiverOutput(
             contrastive=result.loss,
             diversity=(num_codes - quant.prob_ppl) / num_codes,
-            feature_penalty=z.float().pow(2).mean(),
+            feature_penalty=zl.float().pow(2).mean(),
             accuracy=result.accuracy,
             chance=result.chance,
             code_ppl=quant.code_ppl,

@@ -16,6 +16,12 @@ The gradient that reaches the encoder through the stroke perceiver is scaled by 
 [paper]. The semantic level sees the *unmasked* stroke features (as in fine-tuning), so
 its targets are not built from masked input [ours]; the stroke aggregator therefore
 runs twice, once on the masked and once on the clean map.
+
+``mask_at="input"`` [ours] masks the *image* instead: spans of frame columns (the
+pixels under T = W/4 frames) are set to ``input_mask_value`` before the encoder, the
+context of both levels comes from that masked pass, and the targets from a second,
+unmasked pass of the same encoder. Features at a masked column then cannot have seen
+its pixels through a neighbour's receptive field (the leak of feature masking).
 """
 
 from __future__ import annotations
@@ -26,9 +32,16 @@ import torch
 from torch import nn
 
 from persec.models.encoders import TextEncoder
-from persec.models.perceiver import ContextPerceiver, PerceiverConfig, grad_multiply
+from persec.models.masking import mask_columns
+from persec.models.perceiver import (
+    ContextPerceiver,
+    PerceiverConfig,
+    PerceiverOutput,
+    grad_multiply,
+)
 
 LEVELS = ("both", "stroke", "semantic")
+MASK_AT = ("features", "input")
 
 
 @dataclass
@@ -44,6 +57,13 @@ class PersecConfig:
         stroke_penalty_weight, semantic_penalty_weight: β [paper: 0.1].
         stroke_grad_scale: gradient multiplier from the stroke perceiver into the
             encoder [paper: 0.2].
+        mask_at: ``features`` (the learned mask vector on encoder features, per level)
+            [paper], or ``input`` (column spans of the image, both levels) [ours].
+        input_mask_prob: share of frames masked with ``mask_at=input`` [ours].
+        input_mask_span: frames per masked span with ``mask_at=input`` [ours].
+        input_mask_value: what masked pixels become (images are in [-1, 1]) [ours].
+        detach_targets: targets from a no-gradient pass (``mask_at=input`` only):
+            the encoder then learns through the context alone [ours].
     """
 
     levels: str = "both"
@@ -56,6 +76,11 @@ class PersecConfig:
     stroke_penalty_weight: float = 0.1
     semantic_penalty_weight: float = 0.1
     stroke_grad_scale: float = 0.2
+    mask_at: str = "features"
+    input_mask_prob: float = 0.4
+    input_mask_span: int = 3
+    input_mask_value: float = 0.0
+    detach_targets: bool = False
 
 
 @dataclass
@@ -90,6 +115,8 @@ class PersecObjective(nn.Module):
         cfg = cfg or PersecConfig()
         if cfg.levels not in LEVELS:
             raise ValueError(f"levels must be one of {', '.join(LEVELS)}, got {cfg.levels!r}")
+        if cfg.mask_at not in MASK_AT:
+            raise ValueError(f"mask_at must be one of {', '.join(MASK_AT)}, got {cfg.mask_at!r}")
         if isinstance(encoder.stroke_aggregator, nn.Identity) or isinstance(
             encoder.semantic_aggregator, nn.Identity
         ):
@@ -126,8 +153,59 @@ class PersecObjective(nn.Module):
     ) -> PersecOutput:
         """Eqn. (4) on a batch of images ``(B, C, H, W)`` in [-1, 1]."""
         c = self.cfg
+        outputs = (
+            self._input_masked(encoder, images, generator)
+            if c.mask_at == "input"
+            else self._feature_masked(encoder, images, generator)
+        )
+        return self._total(outputs)
+
+    def _feature_masked(self, encoder, images, generator) -> dict[str, PerceiverOutput]:
+        """Per level: mask the level's features, aggregate, contrast [paper]."""
         low = encoder.encode_low(images)  # (B, C_l, H/4, W/4)
-        loss = images.new_zeros((), dtype=torch.float32)
+        outputs = {}
+        for name, perceiver in self.perceivers():
+            if name == "stroke":
+                z = grad_multiply(low, self.cfg.stroke_grad_scale)
+                outputs[name] = perceiver(z, encoder.stroke_aggregator, generator=generator)
+            else:
+                z = encoder.encode_high(low)  # (B, T, C_h)
+                outputs[name] = perceiver(z, encoder.semantic_aggregator, generator=generator)
+        return outputs
+
+    def _input_masked(self, encoder, images, generator) -> dict[str, PerceiverOutput]:
+        """Mask column spans of the image; context from the masked pass, targets from an
+        unmasked pass of the same encoder [ours]."""
+        c = self.cfg
+        frames = images.size(3) // 4  # T: one frame per 4 columns (both encoders)
+        masked, mask = mask_columns(
+            images, frames, c.input_mask_prob, c.input_mask_span, c.input_mask_value, generator
+        )  # (B, C, H, W), (B, T)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not c.detach_targets):
+            low = encoder.encode_low(images)  # (B, C_l, h, w) targets' source
+            high = encoder.encode_high(low) if self.semantic is not None else None  # (B, T, C_h)
+        low_m = encoder.encode_low(masked)
+        outputs = {}
+        if self.stroke is not None:
+            context = encoder.stroke_aggregator(low_m)  # (B, C_l, h, w)
+            h = low.size(2)
+            cells = mask.repeat_interleave(low.size(3) // frames, dim=1)  # (B, w)
+            stroke_mask = cells[:, None, :].expand(-1, h, -1)  # (B, h, w)
+            z = grad_multiply(low, c.stroke_grad_scale)
+            outputs["stroke"] = self.stroke.score(
+                self.stroke.positions(z), self.stroke.positions(context), stroke_mask, generator
+            )
+        if self.semantic is not None:
+            context = encoder.semantic_aggregator(encoder.encode_high(low_m))  # (B, T, C_h)
+            outputs["semantic"] = self.semantic.score(high, context, mask, generator)
+        return outputs
+
+    def _total(self, outputs: dict[str, PerceiverOutput]) -> PersecOutput:
+        """Eqn. (4) and the logs from the levels' outputs."""
+        c = self.cfg
+        loss = torch.zeros(
+            (), dtype=torch.float32, device=next(iter(outputs.values())).contrastive.device
+        )
         logs: dict[str, torch.Tensor | float] = {}
         weights = {
             "stroke": (
@@ -141,13 +219,7 @@ class PersecObjective(nn.Module):
                 c.semantic_penalty_weight,
             ),
         }
-        for name, perceiver in self.perceivers():
-            if name == "stroke":
-                z = grad_multiply(low, c.stroke_grad_scale)
-                out = perceiver(z, encoder.stroke_aggregator, generator=generator)
-            else:
-                z = encoder.encode_high(low)  # (B, T, C_h)
-                out = perceiver(z, encoder.semantic_aggregator, generator=generator)
+        for name, out in outputs.items():
             w_c, w_d, w_f = weights[name]
             loss = (
                 loss

@@ -1,0 +1,288 @@
+"""Can a pretraining shortcut be told from learning? Three measurements of a frozen
+encoder, cheap enough to run at every pretraining validation [ours]:
+
+* **linear probe**: a linear CTC head trained for a few thousand steps on cached,
+  standardised encoder outputs of rendered labelled words, scored (word accuracy) on
+  renders in held-out font families;
+* **effective rank** of the encoder output (Roy & Vetterli 2007: exp of the entropy of
+  the normalised singular values), of the stroke map too;
+* **leak test** (PerSec): how well a masked position's code (the quantizer's argmax)
+  is predicted by a linear classifier from its two unmasked neighbours' features
+  alone, beside the same classifier on the perceiver's context at that position. When
+  the neighbours do as well as the context, the task can be solved by copying what
+  the neighbours' receptive fields already saw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from persec.charset import Charset, CTCTokenizer
+from persec.data.synth import SynthConfig, SynthDataset
+from persec.image import ImageConfig, ToTensor
+from persec.models.masking import apply_mask
+from persec.objectives.persec import PersecObjective
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of :func:`run_probe` [ours].
+
+    Attributes:
+        train_images: rendered labelled images (training fonts) the linear head learns
+            from; 0 = no probe.
+        test_images: rendered images in held-out font families it is scored on.
+        train_seed, test_seed: renderer seeds (apart from the pretraining data's).
+        steps: Adam steps of the linear head.
+        batch_size: cached sequences per step.
+        lr: Adam learning rate of the head.
+        charset: what the head reads.
+        leak: run the leak test (PerSec objectives only).
+        leak_samples: masked positions per level the leak classifiers see at most.
+        leak_steps: full-batch Adam steps of each leak classifier.
+    """
+
+    train_images: int = 0
+    test_images: int = 500
+    train_seed: int = 300
+    test_seed: int = 301
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 3e-3
+    charset: str = "36_lowercase"
+    leak: bool = True
+    leak_samples: int = 20000
+    leak_steps: int = 300
+
+
+@dataclass
+class ProbeSet:
+    """Rendered images and labels, made once per run. images: (N, C, H, W)."""
+
+    train_images: torch.Tensor
+    train_labels: list[str]
+    test_images: torch.Tensor
+    test_labels: list[str]
+
+
+@dataclass
+class ProbeResult:
+    """What :func:`run_probe` measured; ``leak`` maps a level to its
+    ``neighbour_acc``, ``context_acc`` and ``majority`` (the most frequent code's share)."""
+
+    word_acc: float
+    char_loss: float
+    rank: float
+    low_rank: float
+    leak: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def logs(self) -> dict[str, float]:
+        """Flat ``{"probe/word_acc": ..., "leak/semantic/neighbour_acc": ...}``."""
+        out = {
+            "probe/word_acc": self.word_acc,
+            "probe/loss": self.char_loss,
+            "probe/rank": self.rank,
+            "probe/low_rank": self.low_rank,
+        }
+        for level, values in self.leak.items():
+            out.update({f"leak/{level}/{k}": v for k, v in values.items()})
+        return out
+
+
+def _render(n: int, synth: SynthConfig, split: str, seed: int, image: ImageConfig, charset):
+    data = SynthDataset(n, synth, split=split, seed=seed, transform=ToTensor(image))
+    items = [data[i] for i in range(n)]
+    labels = [charset.strip_unsupported(label) for _, label in items]
+    return torch.stack([x for x, _ in items]), labels  # (N, C, H, W)
+
+
+def make_probe_set(config: ProbeConfig, synth: SynthConfig, image: ImageConfig) -> ProbeSet:
+    """Render the probe's training images (training fonts) and test images (held-out
+    fonts), labels normalised to ``config.charset``."""
+    charset = Charset.from_spec(config.charset)
+    train = _render(config.train_images, synth, "train", config.train_seed, image, charset)
+    test = _render(config.test_images, synth, "test", config.test_seed, image, charset)
+    return ProbeSet(*train, *test)
+
+
+def effective_rank(x: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of the centred rows of ``x``
+    (N, C): between 1 (one direction) and C (all directions used equally)."""
+    x = x.float()
+    s = torch.linalg.svdvals(x - x.mean(0, keepdim=True))
+    p = s / s.sum().clamp_min(1e-12)
+    return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
+
+
+@torch.no_grad()  # not inference_mode: the heads train on these tensors
+def _encode(encoder, objective, images, batch: int, leak: ProbeConfig | None, bf16: bool):
+    """Encoder outputs (N, T, C_h) of ``images``, a sample of the stroke map, and the
+    leak test's inputs per level: (neighbours, context, codes)."""
+    highs, lows = [], []
+    leak_parts: dict[str, list[tuple]] = {}
+    perceivers = objective.perceivers() if isinstance(objective, PersecObjective) else []
+    generator = torch.Generator().manual_seed(0)
+    taken: dict[str, int] = {}
+    for start in range(0, images.size(0), batch):
+        x = images[start : start + batch]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            low = encoder.encode_low(x)  # (B, C_l, h, w)
+            pre = encoder.encode_high(low)  # (B, T, C_h)
+            high = encoder.semantic_aggregator(pre)  # (B, T, C_h)
+        highs.append(high.float())
+        lows.append(low.float().flatten(2).transpose(1, 2)[:, ::7])  # (B, ~N/7, C_l)
+        for name, perceiver in perceivers if leak is not None else []:
+            if taken.get(name, 0) >= leak.leak_samples:
+                continue
+            z = low if name == "stroke" else pre
+            aggregator = (
+                encoder.stroke_aggregator if name == "stroke" else encoder.semantic_aggregator
+            )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                mask = perceiver.make_mask(z, generator)  # (B, h, w) or (B, T)
+                context = perceiver.positions(
+                    aggregator(apply_mask(z, mask, perceiver.mask_embedding))
+                )
+                zl = perceiver.positions(z)  # (B, N, C)
+            codes = perceiver.quantizer(zl.float()).indices.view(zl.size(0), zl.size(1), -1)
+            width = z.size(-1) if name == "stroke" else z.size(1)
+            m = mask.reshape(mask.size(0), -1).clone()  # (B, N)
+            col = torch.arange(m.size(1)) % width
+            m &= (col > 0) & (col < width - 1)  # both neighbours exist in the row
+            b, n = m.nonzero(as_tuple=True)
+            neighbours = torch.cat([zl[b, n - 1], zl[b, n + 1]], dim=-1).float()
+            part = (neighbours, context[b, n].float(), codes[b, n])
+            leak_parts.setdefault(name, []).append(part)
+            taken[name] = taken.get(name, 0) + len(b)
+    leak_inputs = {
+        name: tuple(torch.cat(t)[: leak.leak_samples] for t in zip(*parts, strict=True))
+        for name, parts in leak_parts.items()
+    }
+    return torch.cat(highs), torch.cat(lows).flatten(0, 1), leak_inputs
+
+
+def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    dims = tuple(range(train.dim() - 1))
+    mean, std = train.mean(dims), train.std(dims).clamp_min(1e-5)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def _fit_linear_ctc(features, labels, charset, config: ProbeConfig, seed: int):
+    """A linear CTC head on cached (N, T, C) features."""
+    tokenizer = CTCTokenizer(charset)
+    head = nn.Linear(features.size(-1), tokenizer.num_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
+    targets, lengths = tokenizer.encode(labels)
+    generator = torch.Generator().manual_seed(seed)
+    n, t = features.size(0), features.size(1)
+    loss = torch.zeros(())
+    for step in range(config.steps):
+        for group in optimizer.param_groups:  # cosine decay to 0
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        idx = torch.randint(n, (min(config.batch_size, n),), generator=generator)
+        log_probs = head(features[idx]).log_softmax(-1).transpose(0, 1)  # (T, B, K)
+        loss = F.ctc_loss(
+            log_probs, targets[idx], torch.full((len(idx),), t), lengths[idx], zero_infinity=True
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return head, float(loss.detach())
+
+
+def _word_accuracy(head, features, labels, charset) -> float:
+    tokenizer = CTCTokenizer(charset)
+    with torch.no_grad():
+        best = head(features).argmax(-1)  # (N, T)
+    preds = [tokenizer.decode(row.tolist()) for row in best]
+    return sum(p == g for p, g in zip(preds, labels, strict=True)) / max(1, len(labels))
+
+
+def _code_accuracy(inputs: torch.Tensor, codes: torch.Tensor, steps: int, entries: int) -> float:
+    """Linear classifier inputs (S, D) → codes (S, G): trained on the first half,
+    accuracy (mean over groups) on the second."""
+    half = inputs.size(0) // 2
+    x_train, x_test = _standardise(inputs[:half], inputs[half:])
+    g = codes.size(1)
+    torch.manual_seed(0)
+    head = nn.Linear(inputs.size(1), g * entries)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        logits = head(x_train).view(-1, g, entries)
+        loss = F.cross_entropy(logits.transpose(1, 2), codes[:half])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        pred = head(x_test).view(-1, g, entries).argmax(-1)
+    return float((pred == codes[half:]).float().mean())
+
+
+def leak_test(inputs: dict[str, tuple], objective: PersecObjective, steps: int) -> dict:
+    """Per level: code accuracy from the neighbours, from the context, and the majority
+    code's share on the test half (inputs from :func:`_encode`)."""
+    out = {}
+    for name, (neighbours, context, codes) in inputs.items():
+        if codes.size(0) < 20:
+            continue
+        entries = getattr(objective, name).quantizer.entries
+        half = codes.size(0) // 2
+        counts = torch.stack([torch.bincount(c, minlength=entries) for c in codes[:half].T])
+        majority = (codes[half:] == counts.argmax(1)).float().mean()
+        out[name] = {
+            "neighbour_acc": _code_accuracy(neighbours, codes, steps, entries),
+            "context_acc": _code_accuracy(context, codes, steps, entries),
+            "majority": float(majority),
+        }
+    return out
+
+
+def run_probe(
+    encoder: nn.Module,
+    objective: nn.Module | None,
+    data: ProbeSet,
+    config: ProbeConfig,
+    bf16: bool = False,
+) -> ProbeResult:
+    """Measure a frozen ``encoder`` (left in the train/eval mode it came in).
+
+    Args:
+        encoder: a :class:`~persec.models.encoders.TextEncoder`.
+        objective: the pretraining objective; its perceivers give the leak test's
+            masks, mask vectors and codes (None or SeqCLR: no leak test).
+        data: from :func:`make_probe_set`.
+        config: steps and sizes.
+        bf16: encode under CPU bf16 autocast (the probe itself runs in fp32).
+    """
+    was_training = encoder.training
+    encoder.eval()
+    if objective is not None:
+        objective.eval()
+    try:
+        leak_config = config if config.leak else None
+        train, low, leak_inputs = _encode(
+            encoder, objective, data.train_images, config.batch_size, leak_config, bf16
+        )
+        test, _, _ = _encode(encoder, None, data.test_images, config.batch_size, None, bf16)
+    finally:
+        encoder.train(was_training)
+        if objective is not None:
+            objective.train(was_training)
+    charset = Charset.from_spec(config.charset)
+    rank = effective_rank(train.flatten(0, 1))
+    train, test = _standardise(train, test)
+    with torch.enable_grad():
+        head, loss = _fit_linear_ctc(train, data.train_labels, charset, config, config.train_seed)
+        leak = leak_test(leak_inputs, objective, config.leak_steps) if leak_inputs else {}
+    return ProbeResult(
+        word_acc=_word_accuracy(head, test, data.test_labels, charset),
+        char_loss=loss,
+        rank=rank,
+        low_rank=effective_rank(low),
+        leak=leak,
+    )
