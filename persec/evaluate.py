@@ -42,7 +42,7 @@ from persec.data.dataset import (
     has_lmdb,
     open_dataset,
 )
-from persec.data.splits import parse_part
+from persec.data.splits import parse_part, part_list, part_name
 from persec.errors import DataError, PersecError
 from persec.image import ToTensor
 from persec.metrics import (
@@ -125,8 +125,9 @@ def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         folder, part = parse_part(path)
         if part is not None:  # one part of a split set: DIR:PART
-            if not is_dataset(folder):
+            if not (folder / GT_FILE).is_file():
                 raise DataError(f"{path}: {folder} is not a gt.txt dataset folder")
+            part_list(folder, part)  # a mistyped part fails before any set is scored
             found.append(path)
             continue
         if not path.exists():
@@ -169,7 +170,7 @@ def open_eval_dataset(
     or :class:`~persec.data.dataset.Skipped`.
     """
     # Named by the folder as given: a symlinked benchmark keeps its link's name.
-    name = Path(os.path.abspath(path)).name or str(path)
+    name = part_name(path) or Path(os.path.abspath(path)).name or str(path)
     transform = ToTensor(model.config.image)
     return open_dataset(
         path,

@@ -7,8 +7,10 @@ encoder, cheap enough to run at every pretraining validation [ours]:
 * **effective rank** of the encoder output (Roy & Vetterli 2007: exp of the entropy of
   the normalised singular values), of the stroke map too;
 * **leak test** (PerSec): how well a masked position's code (the quantizer's argmax)
-  is predicted by a linear classifier from its two unmasked neighbours' features
-  alone, beside the same classifier on the perceiver's context at that position. When
+  is predicted by a linear classifier from the features of its nearest unmasked
+  neighbour on each side (same row) alone, beside the same classifier on the
+  perceiver's context at that position, masked as the objective masks
+  (``mask_at``). When
   the neighbours do as well as the context, the task can be solved by copying what
   the neighbours' receptive fields already saw.
 """
@@ -25,7 +27,7 @@ from torch import nn
 from persec.charset import Charset, CTCTokenizer
 from persec.data.synth import SynthConfig, SynthDataset
 from persec.image import ImageConfig, ToTensor
-from persec.models.masking import apply_mask
+from persec.models.masking import apply_mask, mask_columns
 from persec.objectives.persec import PersecObjective
 
 
@@ -119,46 +121,94 @@ def effective_rank(x: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
 
 
+def nearest_unmasked(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each position of each row of ``mask`` (R, W), True = masked: the column of
+    the nearest unmasked position to its left and to its right, −1 where there is none.
+    Returns two (R, W) int64 tensors."""
+    w = mask.size(1)
+    idx = torch.arange(w, device=mask.device).expand_as(mask)
+    # Strictly left: the running maximum of unmasked columns, shifted by one.
+    seen = torch.where(~mask, idx, -1).cummax(dim=1).values
+    left = torch.cat([torch.full_like(seen[:, :1], -1), seen[:, :-1]], dim=1)
+    seen_r = torch.where(~mask.flip(1), idx, -1).cummax(dim=1).values
+    right_r = torch.cat([torch.full_like(seen_r[:, :1], -1), seen_r[:, :-1]], dim=1)
+    right = torch.where(right_r >= 0, w - 1 - right_r, -1).flip(1)
+    return left, right
+
+
+def _leak_samples(zl, context, codes, mask) -> tuple[torch.Tensor, ...]:
+    """Masked positions with an unmasked neighbour on both sides in their row:
+    (the two neighbours' features concatenated, the context there, the codes there).
+    zl, context: (B, R, W, C); codes: (B, R, W, G); mask: (B, R, W)."""
+    b, r, w = mask.shape
+    left, right = (t.view(b, r, w) for t in nearest_unmasked(mask.reshape(b * r, w)))
+    i, j, k = (mask & (left >= 0) & (right >= 0)).nonzero(as_tuple=True)
+    neighbours = torch.cat([zl[i, j, left[i, j, k]], zl[i, j, right[i, j, k]]], dim=-1)
+    return neighbours.float().cpu(), context[i, j, k].float().cpu(), codes[i, j, k].cpu()
+
+
+def _leak_contexts(encoder, objective, x, low, pre, generator) -> dict[str, tuple]:
+    """Per level: (unmasked features (B, R, W, C), context (B, R, W, C), mask (B, R, W))
+    as the objective masks: the mask vector on features [paper] or image columns [ours]."""
+    cfg = objective.cfg
+    out = {}
+    if cfg.mask_at == "input":
+        frames = x.size(3) // 4
+        masked, fmask = mask_columns(
+            x, frames, cfg.input_mask_prob, cfg.input_mask_span, cfg.input_mask_value, generator
+        )  # (B, C, H, W), (B, T)
+        low_m = encoder.encode_low(masked)
+        if objective.stroke is not None:
+            cells = fmask.repeat_interleave(low.size(3) // frames, dim=1)  # (B, w)
+            out["stroke"] = (low, encoder.stroke_aggregator(low_m),
+                             cells[:, None, :].expand(-1, low.size(2), -1))  # fmt: skip
+        if objective.semantic is not None:
+            context = encoder.semantic_aggregator(encoder.encode_high(low_m))  # (B, T, C_h)
+            out["semantic"] = (pre, context, fmask)
+    else:
+        for name, perceiver in objective.perceivers():
+            z = low if name == "stroke" else pre
+            agg = encoder.stroke_aggregator if name == "stroke" else encoder.semantic_aggregator
+            mask = perceiver.make_mask(z, generator)  # (B, h, w) or (B, T)
+            out[name] = (z, agg(apply_mask(z, mask, perceiver.mask_embedding)), mask)
+    as_rows = {}
+    for name, (z, context, mask) in out.items():
+        if name == "stroke":  # (B, C, h, w) maps -> (B, h, w, C) rows
+            z, context = z.permute(0, 2, 3, 1), context.permute(0, 2, 3, 1)
+        else:  # (B, T, C) sequences -> one row
+            z, context, mask = z[:, None], context[:, None], mask[:, None]
+        as_rows[name] = (z, context, mask)
+    return as_rows
+
+
 @torch.no_grad()  # not inference_mode: the heads train on these tensors
 def _encode(encoder, objective, images, batch: int, leak: ProbeConfig | None, bf16: bool):
-    """Encoder outputs (N, T, C_h) of ``images``, a sample of the stroke map, and the
-    leak test's inputs per level: (neighbours, context, codes)."""
+    """Encoder outputs (N, T, C_h) of ``images`` (on the CPU), a sample of the stroke
+    map, and the leak test's inputs per level: (neighbours, context, codes)."""
     highs, lows = [], []
     leak_parts: dict[str, list[tuple]] = {}
-    perceivers = objective.perceivers() if isinstance(objective, PersecObjective) else []
-    generator = torch.Generator().manual_seed(0)
+    device = next(encoder.parameters()).device
+    persec = isinstance(objective, PersecObjective) and leak is not None
+    generator = torch.Generator(device).manual_seed(0)
     taken: dict[str, int] = {}
     for start in range(0, images.size(0), batch):
-        x = images[start : start + batch]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x = images[start : start + batch].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             low = encoder.encode_low(x)  # (B, C_l, h, w)
             pre = encoder.encode_high(low)  # (B, T, C_h)
             high = encoder.semantic_aggregator(pre)  # (B, T, C_h)
-        highs.append(high.float())
-        lows.append(low.float().flatten(2).transpose(1, 2)[:, ::7])  # (B, ~N/7, C_l)
-        for name, perceiver in perceivers if leak is not None else []:
+            levels = _leak_contexts(encoder, objective, x, low, pre, generator) if persec else {}
+        highs.append(high.float().cpu())
+        lows.append(low.float().flatten(2).transpose(1, 2)[:, ::7].cpu())  # (B, ~N/7, C_l)
+        for name, (z, context, mask) in levels.items():
             if taken.get(name, 0) >= leak.leak_samples:
                 continue
-            z = low if name == "stroke" else pre
-            aggregator = (
-                encoder.stroke_aggregator if name == "stroke" else encoder.semantic_aggregator
-            )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                mask = perceiver.make_mask(z, generator)  # (B, h, w) or (B, T)
-                context = perceiver.positions(
-                    aggregator(apply_mask(z, mask, perceiver.mask_embedding))
-                )
-                zl = perceiver.positions(z)  # (B, N, C)
-            codes = perceiver.quantizer(zl.float()).indices.view(zl.size(0), zl.size(1), -1)
-            width = z.size(-1) if name == "stroke" else z.size(1)
-            m = mask.reshape(mask.size(0), -1).clone()  # (B, N)
-            col = torch.arange(m.size(1)) % width
-            m &= (col > 0) & (col < width - 1)  # both neighbours exist in the row
-            b, n = m.nonzero(as_tuple=True)
-            neighbours = torch.cat([zl[b, n - 1], zl[b, n + 1]], dim=-1).float()
-            part = (neighbours, context[b, n].float(), codes[b, n])
+            quantizer = getattr(objective, name).quantizer
+            codes = quantizer(z.float().flatten(1, 2)).indices  # (B, R·W, G)
+            codes = codes.view(*mask.shape, -1)  # (B, R, W, G)
+            part = _leak_samples(z, context, codes, mask)
             leak_parts.setdefault(name, []).append(part)
-            taken[name] = taken.get(name, 0) + len(b)
+            taken[name] = taken.get(name, 0) + len(part[2])
     leak_inputs = {
         name: tuple(torch.cat(t)[: leak.leak_samples] for t in zip(*parts, strict=True))
         for name, parts in leak_parts.items()
@@ -175,7 +225,9 @@ def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
 def _fit_linear_ctc(features, labels, charset, config: ProbeConfig, seed: int):
     """A linear CTC head on cached (N, T, C) features."""
     tokenizer = CTCTokenizer(charset)
-    head = nn.Linear(features.size(-1), tokenizer.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(features.size(-1), tokenizer.num_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
     targets, lengths = tokenizer.encode(labels)
     generator = torch.Generator().manual_seed(seed)
@@ -209,8 +261,9 @@ def _code_accuracy(inputs: torch.Tensor, codes: torch.Tensor, steps: int, entrie
     half = inputs.size(0) // 2
     x_train, x_test = _standardise(inputs[:half], inputs[half:])
     g = codes.size(1)
-    torch.manual_seed(0)
-    head = nn.Linear(inputs.size(1), g * entries)
+    with torch.random.fork_rng(devices=[]):  # a fixed init, the global state untouched
+        torch.manual_seed(0)
+        head = nn.Linear(inputs.size(1), g * entries)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     for _ in range(steps):
         logits = head(x_train).view(-1, g, entries)

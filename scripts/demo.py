@@ -36,9 +36,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory (recreated)")
     parser.add_argument("--n-test", type=int, default=500, help="held-out-font test images")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=200, help="PerSec pretraining steps (batch 64)"
+        "--pretrain-steps", type=int, default=100, help="PerSec pretraining steps (batch 64)"
     )
-    parser.add_argument("--steps", type=int, default=500, help="fine-tuning steps (batch 64)")
+    parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps (batch 64)")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():

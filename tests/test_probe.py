@@ -79,3 +79,13 @@ def test_probe_command_on_a_pretraining_output(tmp_path, run_cli):
     assert "leak/semantic/neighbour_acc" in numbers and "probe/word_acc\t" in out
     code, _, err = run_cli(["probe", str(tmp_path), "--steps", "5"])
     assert code != 0 and "not a pretraining output" in err
+
+
+def test_nearest_unmasked_neighbours_skip_masked_ones():
+    from persec.probe import nearest_unmasked
+
+    mask = torch.tensor([[False, True, True, False, True, False],
+                         [True, False, False, False, False, True]])  # fmt: skip
+    left, right = nearest_unmasked(mask)
+    assert left.tolist() == [[-1, 0, 0, 0, 3, 3], [-1, -1, 1, 2, 3, 4]]
+    assert right.tolist() == [[3, 3, 3, 5, 5, -1], [1, 2, 3, 4, -1, -1]]

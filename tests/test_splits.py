@@ -194,3 +194,22 @@ def test_iiit5k_select_and_report_are_the_shipped_models_held_out_crops():
     assert len(parts["select"]) == len(parts["report"]) == 250
     assert parts["select"] | parts["report"] == heldout
     assert parts["train"] == {rel for rel, _ in entries} - heldout
+
+
+def test_groups_sharing_a_copy_are_merged_and_bad_settings_named(tmp_path):
+    grouped_set(tmp_path / "set")  # img_99_0 copies img_0_0: groups 0 and 99 merge
+    (tmp_path / "set" / "images" / "img_99_1.png").write_bytes(png(seed=500))
+    with open(tmp_path / "set" / "gt.txt", "a", encoding="utf-8") as f:
+        f.write("images/img_99_1.png\tmore\n")
+    split = make_split(tmp_path / "set", group_by=r"^img_(\d+)_")
+    parts = [p for p, rels in split.parts.items() if "images/img_99_1.png" in rels]
+    assert parts and "images/img_0_0.png" in split.parts[parts[0]]  # one part
+    assert split.manifest["merged_groups"] == {"99": "0"}
+    with pytest.raises(DataError, match="not a regular expression"):
+        make_split(tmp_path / "set", group_by="img_(")
+    with pytest.raises(DataError, match="in fixed parts"):
+        make_split(tmp_path / "set", parts=("x",), ratios=(1,),
+                   fixed={"a": ["images/img_0_0.png"], "b": ["images/img_0_0.png"]})  # fmt: skip
+    given = {str(s): "train" for s in range(12)} | {"0": "test"}
+    with pytest.raises(DataError, match="uses parts"):
+        make_split(tmp_path / "set", group_by=r"^img_(\d+)_", group_parts=given)

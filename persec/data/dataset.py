@@ -265,13 +265,13 @@ def open_dataset(
     # Imported here: the readers import Skipped/SkipReport from this module.
     from persec.data.folder import FolderDataset, ImageFolderDataset
     from persec.data.lmdb import LmdbDataset
-    from persec.data.splits import parse_part, part_list, read_list
+    from persec.data.splits import parse_part, part_list, part_name, read_list
 
     folder, part = parse_part(path)
     if part is not None:
         if detect_layout(folder) != "folder":
             raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
-        kwargs.setdefault("name", f"{dataset_name(folder)}:{part}")
+        kwargs.setdefault("name", part_name(path))
         only = read_list(part_list(folder, part))
         return FolderDataset(
             folder, charset=charset, unlabelled=unlabelled, transform=transform, only=only, **kwargs

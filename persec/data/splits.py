@@ -66,9 +66,31 @@ def group_of(rel: str, pattern: re.Pattern | None) -> str:
     if pattern is None:
         return rel
     m = pattern.search(Path(rel).name)
-    if m is None:
+    key = None if m is None else (m.group(1) if m.groups() else m.group(0))
+    if key is None:
         raise DataError(f"group pattern {pattern.pattern!r} does not match file name {rel!r}")
-    return m.group(1) if m.groups() else m.group(0)
+    return key
+
+
+def _linked_groups(entries, hashes, pattern, keep: set[str]) -> dict[str, str]:
+    """Group of each file in ``keep``: its pattern group, merged with every group that
+    holds a byte-identical copy of one of its images (named by the first such group
+    in sorted order), so that copies across groups land in one part."""
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.setdefault(g, g) != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    own = {rel: group_of(rel, pattern) for rel, _ in entries}
+    first_of: dict[str, str] = {}
+    for rel, _ in entries:
+        other = first_of.setdefault(hashes[rel], own[rel])
+        a, b = sorted((find(own[rel]), find(other)))
+        parent[b] = a
+    return {rel: find(own[rel]) for rel in keep}
 
 
 def _read_inputs(folder: Path) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -140,12 +162,13 @@ def make_split(
     entries, hashes = _read_inputs(folder)
     order = {rel: i for i, (rel, _) in enumerate(entries)}
     labels = dict(entries)
-    fixed_of = {}
+    fixed_of: dict[str, str] = {}
     for part, rels in fixed.items():
         for rel in rels:
             if rel not in order:
                 raise DataError(f"fixed part {part!r} names {rel!r}, which {folder}/gt.txt lacks")
-            fixed_of[rel] = part
+            if fixed_of.setdefault(rel, part) != part:
+                raise DataError(f"{rel!r} is in fixed parts {fixed_of[rel]!r} and {part!r}")
     # Duplicates: keep a copy in a fixed part if there is one, else the first listed.
     first: dict[str, str] = {}
     for rel, _ in sorted(entries, key=lambda e: (e[0] not in fixed_of, order[e[0]])):
@@ -161,9 +184,12 @@ def make_split(
         if first[hashes[rel]] != rel
     ]
     removed = {d["removed"] for d in duplicates}
-    pattern = re.compile(group_by) if group_by else None
+    try:
+        pattern = re.compile(group_by) if group_by else None
+    except re.error as err:
+        raise DataError(f"--group-by {group_by!r} is not a regular expression: {err}") from err
     free = [rel for rel, _ in entries if rel not in removed and rel not in fixed_of]
-    group = {rel: group_of(rel, pattern) for rel in free}
+    group = _linked_groups(entries, hashes, pattern, keep=set(free))
     sizes: dict[str, int] = {}
     for rel in free:
         sizes[group[rel]] = sizes.get(group[rel], 0) + 1
@@ -172,6 +198,9 @@ def make_split(
         missing = [g for g in groups if g not in group_parts]
         if missing:
             raise DataError(f"groups {missing[:5]} of {folder} are not in the given group list")
+        unknown = sorted({group_parts[g] for g in groups} - set(parts))
+        if unknown:
+            raise DataError(f"the given group list uses parts {unknown} not in {list(parts)}")
         assigned = {g: group_parts[g] for g in groups}
     else:
         random.Random(seed).shuffle(groups)
@@ -183,7 +212,7 @@ def make_split(
         out[fixed_of[rel] if rel in fixed_of else assigned[group[rel]]].append(rel)
     total = sum(ratios)
     manifest = {
-        "set": folder.resolve().name,
+        "set": Path(os.path.abspath(folder)).name,
         "seed": seed,
         "group_by": group_by,
         "inputs": {
@@ -203,6 +232,11 @@ def make_split(
         "duplicates": duplicates,
     }
     if pattern is not None:
+        merged = {
+            own: root for rel, root in group.items() if (own := group_of(rel, pattern)) != root
+        }
+        if merged:  # groups joined because they share a byte-identical image
+            manifest["merged_groups"] = dict(sorted(merged.items()))
         by_part: dict[str, list[str]] = {}
         for g in sorted(assigned, key=lambda s: (len(s), s)):
             by_part.setdefault(assigned[g], []).append(g)
@@ -234,7 +268,8 @@ def read_list(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split list {path} does not exist")
-    rels = [line.split("\t", 1)[0] for line in path.read_text("utf-8").splitlines()]
+    lines = path.read_text("utf-8-sig").split("\n")
+    rels = [line.rstrip("\r").split("\t", 1)[0] for line in lines]
     rels = [rel for rel in rels if rel.strip()]
     if len(set(rels)) != len(rels):
         raise DataError(f"split list {path} names an image more than once")
@@ -287,6 +322,16 @@ def parse_part(spec: str | os.PathLike) -> tuple[Path, str | None]:
     return Path(folder), part
 
 
+def part_name(spec: str | os.PathLike) -> str | None:
+    """Display name of ``DIR:PART`` (``IC15_train:report``; a list file given as the
+    part is named by its stem); None for a plain path."""
+    folder, part = parse_part(spec)
+    if part is None:
+        return None
+    label = Path(part).stem if Path(part).is_file() else part
+    return f"{Path(os.path.abspath(folder)).name}:{label}"
+
+
 def part_list(folder: Path, part: str) -> Path:
     """The list file of ``part`` of the set in ``folder``: ``part`` itself when it is a
     file, else ``<dir>/<set name>/<part>.txt`` in ``$PERSEC_SPLITS`` or one of
@@ -299,7 +344,7 @@ def part_list(folder: Path, part: str) -> Path:
         return Path(part)
     env = os.environ.get("PERSEC_SPLITS")
     dirs = ([Path(env)] if env else []) + list(SPLITS_DIRS)
-    name = folder.resolve().name
+    name = Path(os.path.abspath(folder)).name  # a symlinked set keeps its link's name
     for d in dirs:
         if (d / name / f"{part}.txt").is_file():
             return d / name / f"{part}.txt"

@@ -63,7 +63,9 @@ class PersecConfig:
         input_mask_span: frames per masked span with ``mask_at=input`` [ours].
         input_mask_value: what masked pixels become (images are in [-1, 1]) [ours].
         detach_targets: targets from a no-gradient pass (``mask_at=input`` only):
-            the encoder then learns through the context alone [ours].
+            the encoder then learns through the context alone, and the feature
+            penalty β has no effect [ours]. Either way BatchNorm's running statistics
+            see both passes (the masked one too).
     """
 
     levels: str = "both"
@@ -135,6 +137,9 @@ class PersecObjective(nn.Module):
             if cfg.levels in ("both", "semantic")
             else None
         )
+        if cfg.mask_at == "input":  # the mask vectors go unused; DDP needs no such params
+            for _, perceiver in self.perceivers():
+                perceiver.mask_embedding.requires_grad_(False)
 
     def perceivers(self) -> list[tuple[str, ContextPerceiver]]:
         """The active levels, by name."""
@@ -187,7 +192,8 @@ class PersecObjective(nn.Module):
         low_m = encoder.encode_low(masked)
         outputs = {}
         if self.stroke is not None:
-            context = encoder.stroke_aggregator(low_m)  # (B, C_l, h, w)
+            # The stroke path into the encoder is scaled as in feature masking [paper].
+            context = encoder.stroke_aggregator(grad_multiply(low_m, c.stroke_grad_scale))
             h = low.size(2)
             cells = mask.repeat_interleave(low.size(3) // frames, dim=1)  # (B, w)
             stroke_mask = cells[:, None, :].expand(-1, h, -1)  # (B, h, w)
