@@ -58,8 +58,8 @@ class ProbeConfig:
     lr: float = 3e-3
     charset: str = "36_lowercase"
     leak: bool = True
-    leak_samples: int = 20000
-    leak_steps: int = 300
+    leak_samples: int = 5000
+    leak_steps: int = 200
 
 
 @dataclass
