@@ -42,6 +42,8 @@ VARIANTS = {
 }
 COLUMNS = [
     "probe/word_acc",
+    "probe/cer",
+    "probe/loss",
     "probe/rank",
     "probe/low_rank",
     "val/stroke/acc",

@@ -2,15 +2,15 @@
 encoder, cheap enough to run at every pretraining validation [ours]:
 
 * **linear probe**: a linear CTC head trained for a few thousand steps on cached,
-  standardised encoder outputs of rendered labelled words, scored (word accuracy) on
-  renders in held-out font families;
+  standardised encoder outputs of rendered labelled words, scored (word accuracy and
+  CER) on renders in held-out font families;
 * **effective rank** of the encoder output (Roy & Vetterli 2007: exp of the entropy of
   the normalised singular values), of the stroke map too;
 * **leak test** (PerSec): how well a masked position's code (the quantizer's argmax)
-  is predicted by a linear classifier from the features of its nearest unmasked
-  neighbour on each side (same row) alone, beside the same classifier on the
-  perceiver's context at that position, masked as the objective masks
-  (``mask_at``). When
+  is predicted by a linear classifier from the aggregator's input at its nearest
+  unmasked neighbour on each side (same row) alone, beside the same classifier on the
+  perceiver's context at that position, masked as the objective masks (``mask_at``:
+  with input masking the aggregator's input is the masked image's features). When
   the neighbours do as well as the context, the task can be solved by copying what
   the neighbours' receptive fields already saw.
 """
@@ -27,6 +27,7 @@ from torch import nn
 from persec.charset import Charset, CTCTokenizer
 from persec.data.synth import SynthConfig, SynthDataset
 from persec.image import ImageConfig, ToTensor
+from persec.metrics import edit_distance
 from persec.models.masking import apply_mask, mask_columns
 from persec.objectives.persec import PersecObjective
 
@@ -78,6 +79,7 @@ class ProbeResult:
     ``neighbour_acc``, ``context_acc`` and ``majority`` (the most frequent code's share)."""
 
     word_acc: float
+    cer: float
     char_loss: float
     rank: float
     low_rank: float
@@ -87,6 +89,7 @@ class ProbeResult:
         """Flat ``{"probe/word_acc": ..., "leak/semantic/neighbour_acc": ...}``."""
         out = {
             "probe/word_acc": self.word_acc,
+            "probe/cer": self.cer,
             "probe/loss": self.char_loss,
             "probe/rank": self.rank,
             "probe/low_rank": self.low_rank,
@@ -136,20 +139,22 @@ def nearest_unmasked(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return left, right
 
 
-def _leak_samples(zl, context, codes, mask) -> tuple[torch.Tensor, ...]:
-    """Masked positions with an unmasked neighbour on both sides in their row:
-    (the two neighbours' features concatenated, the context there, the codes there).
-    zl, context: (B, R, W, C); codes: (B, R, W, G); mask: (B, R, W)."""
+def _leak_samples(seen, context, codes, mask) -> tuple[torch.Tensor, ...]:
+    """Masked positions with an unmasked neighbour on both sides in their row: (the two
+    neighbours' features in the aggregator's input, concatenated; the context there; the
+    codes there). seen, context: (B, R, W, C); codes: (B, R, W, G); mask: (B, R, W)."""
     b, r, w = mask.shape
     left, right = (t.view(b, r, w) for t in nearest_unmasked(mask.reshape(b * r, w)))
     i, j, k = (mask & (left >= 0) & (right >= 0)).nonzero(as_tuple=True)
-    neighbours = torch.cat([zl[i, j, left[i, j, k]], zl[i, j, right[i, j, k]]], dim=-1)
+    neighbours = torch.cat([seen[i, j, left[i, j, k]], seen[i, j, right[i, j, k]]], dim=-1)
     return neighbours.float().cpu(), context[i, j, k].float().cpu(), codes[i, j, k].cpu()
 
 
 def _leak_contexts(encoder, objective, x, low, pre, generator) -> dict[str, tuple]:
-    """Per level: (unmasked features (B, R, W, C), context (B, R, W, C), mask (B, R, W))
-    as the objective masks: the mask vector on features [paper] or image columns [ours]."""
+    """Per level, as the objective masks (the mask vector on features [paper] or image
+    columns [ours]): (unmasked features, the codes' source; the aggregator's input, whose
+    unmasked neighbours the leak classifier reads; context; mask), features as
+    (B, R, W, C) rows, mask (B, R, W)."""
     cfg = objective.cfg
     out = {}
     if cfg.mask_at == "input":
@@ -160,24 +165,24 @@ def _leak_contexts(encoder, objective, x, low, pre, generator) -> dict[str, tupl
         low_m = encoder.encode_low(masked)
         if objective.stroke is not None:
             cells = fmask.repeat_interleave(low.size(3) // frames, dim=1)  # (B, w)
-            out["stroke"] = (low, encoder.stroke_aggregator(low_m),
-                             cells[:, None, :].expand(-1, low.size(2), -1))  # fmt: skip
+            mask = cells[:, None, :].expand(-1, low.size(2), -1)  # (B, h, w)
+            out["stroke"] = (low, low_m, encoder.stroke_aggregator(low_m), mask)
         if objective.semantic is not None:
-            context = encoder.semantic_aggregator(encoder.encode_high(low_m))  # (B, T, C_h)
-            out["semantic"] = (pre, context, fmask)
+            pre_m = encoder.encode_high(low_m)  # (B, T, C_h)
+            out["semantic"] = (pre, pre_m, encoder.semantic_aggregator(pre_m), fmask)
     else:
         for name, perceiver in objective.perceivers():
             z = low if name == "stroke" else pre
             agg = encoder.stroke_aggregator if name == "stroke" else encoder.semantic_aggregator
             mask = perceiver.make_mask(z, generator)  # (B, h, w) or (B, T)
-            out[name] = (z, agg(apply_mask(z, mask, perceiver.mask_embedding)), mask)
+            out[name] = (z, z, agg(apply_mask(z, mask, perceiver.mask_embedding)), mask)
     as_rows = {}
-    for name, (z, context, mask) in out.items():
+    for name, (z, seen, context, mask) in out.items():
         if name == "stroke":  # (B, C, h, w) maps -> (B, h, w, C) rows
-            z, context = z.permute(0, 2, 3, 1), context.permute(0, 2, 3, 1)
+            z, seen, context = (t.permute(0, 2, 3, 1) for t in (z, seen, context))
         else:  # (B, T, C) sequences -> one row
-            z, context, mask = z[:, None], context[:, None], mask[:, None]
-        as_rows[name] = (z, context, mask)
+            z, seen, context, mask = z[:, None], seen[:, None], context[:, None], mask[:, None]
+        as_rows[name] = (z, seen, context, mask)
     return as_rows
 
 
@@ -200,13 +205,13 @@ def _encode(encoder, objective, images, batch: int, leak: ProbeConfig | None, bf
             levels = _leak_contexts(encoder, objective, x, low, pre, generator) if persec else {}
         highs.append(high.float().cpu())
         lows.append(low.float().flatten(2).transpose(1, 2)[:, ::7].cpu())  # (B, ~N/7, C_l)
-        for name, (z, context, mask) in levels.items():
+        for name, (z, seen, context, mask) in levels.items():
             if taken.get(name, 0) >= leak.leak_samples:
                 continue
             quantizer = getattr(objective, name).quantizer
             codes = quantizer(z.float().flatten(1, 2)).indices  # (B, R·W, G)
             codes = codes.view(*mask.shape, -1)  # (B, R, W, G)
-            part = _leak_samples(z, context, codes, mask)
+            part = _leak_samples(seen, context, codes, mask)
             leak_parts.setdefault(name, []).append(part)
             taken[name] = taken.get(name, 0) + len(part[2])
     leak_inputs = {
@@ -247,12 +252,24 @@ def _fit_linear_ctc(features, labels, charset, config: ProbeConfig, seed: int):
     return head, float(loss.detach())
 
 
-def _word_accuracy(head, features, labels, charset) -> float:
+def _read(head, features, charset) -> list[str]:
+    """Greedy CTC readings of cached features (N, T, C)."""
     tokenizer = CTCTokenizer(charset)
     with torch.no_grad():
         best = head(features).argmax(-1)  # (N, T)
-    preds = [tokenizer.decode(row.tolist()) for row in best]
+    return [tokenizer.decode(row.tolist()) for row in best]
+
+
+def _word_accuracy(head, features, labels, charset) -> float:
+    preds = _read(head, features, charset)
     return sum(p == g for p, g in zip(preds, labels, strict=True)) / max(1, len(labels))
+
+
+def _cer(head, features, labels, charset) -> float:
+    """Character error rate: edit distance over reference characters, all words."""
+    preds = _read(head, features, charset)
+    errors = sum(edit_distance(p, g) for p, g in zip(preds, labels, strict=True))
+    return errors / max(1, sum(len(g) for g in labels))
 
 
 def _code_accuracy(inputs: torch.Tensor, codes: torch.Tensor, steps: int, entries: int) -> float:
@@ -334,6 +351,7 @@ def run_probe(
         leak = leak_test(leak_inputs, objective, config.leak_steps) if leak_inputs else {}
     return ProbeResult(
         word_acc=_word_accuracy(head, test, data.test_labels, charset),
+        cer=_cer(head, test, data.test_labels, charset),
         char_loss=loss,
         rank=rank,
         low_rank=effective_rank(low),

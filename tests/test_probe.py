@@ -10,6 +10,7 @@ import torch
 from persec.charset import Charset
 from persec.probe import (
     ProbeConfig,
+    _cer,
     _code_accuracy,
     _fit_linear_ctc,
     _word_accuracy,
@@ -47,6 +48,7 @@ def test_linear_ctc_probe_reads_features_that_hold_the_characters():
     head, loss = _fit_linear_ctc(features[:200], labels[:200], charset, config, seed=0)
     assert loss < 0.5
     assert _word_accuracy(head, features[200:], labels[200:], charset) > 0.95
+    assert _cer(head, features[200:], labels[200:], charset) < 0.02
     scrambled = features[:, torch.randperm(t, generator=g)]
     head, _ = _fit_linear_ctc(scrambled[:200], labels[:200], charset, config, seed=0)
     assert _word_accuracy(head, scrambled[200:], labels[200:], charset) < 0.2
@@ -76,6 +78,7 @@ def test_probe_command_on_a_pretraining_output(tmp_path, run_cli):
     assert code == 0, err
     numbers = json.loads((tmp_path / "p.json").read_text())
     assert 0.0 <= numbers["probe/word_acc"] <= 1.0 and numbers["probe/rank"] >= 1.0
+    assert numbers["probe/cer"] >= 0.0
     assert "leak/semantic/neighbour_acc" in numbers and "probe/word_acc\t" in out
     code, _, err = run_cli(["probe", str(tmp_path), "--steps", "5"])
     assert code != 0 and "not a pretraining output" in err
