@@ -1,6 +1,7 @@
 """The Lightning callbacks persec's trainer adds: exact random-number state across
 ``--resume`` (:class:`ExactResume`), a periodic full checkpoint, logging the last step
-whatever ``log_every`` says, and the one-line announcement of the precision chosen.
+whatever ``log_every`` says, the one-line announcement of the precision chosen, and
+the frozen-encoder probe at every pretraining validation (:mod:`persec.probe`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from torch import nn
 from persec.charset import Charset, CTCTokenizer
 from persec.data.synth import SynthConfig, SynthDataset
 from persec.image import ImageConfig, ToTensor
-from persec.metrics import edit_distance
+from persec.metrics import ScoreAccumulator
 from persec.models.masking import apply_mask, mask_columns
 from persec.objectives.persec import PersecObjective
 
@@ -252,24 +252,16 @@ def _fit_linear_ctc(features, labels, charset, config: ProbeConfig, seed: int):
     return head, float(loss.detach())
 
 
-def _read(head, features, charset) -> list[str]:
-    """Greedy CTC readings of cached features (N, T, C)."""
+def _score(head, features, labels, charset) -> tuple[float, float]:
+    """(word accuracy, CER) of the greedy CTC readings of cached features (N, T, C),
+    both as fractions; CER is edits over reference characters, all words."""
     tokenizer = CTCTokenizer(charset)
     with torch.no_grad():
         best = head(features).argmax(-1)  # (N, T)
-    return [tokenizer.decode(row.tolist()) for row in best]
-
-
-def _word_accuracy(head, features, labels, charset) -> float:
-    preds = _read(head, features, charset)
-    return sum(p == g for p, g in zip(preds, labels, strict=True)) / max(1, len(labels))
-
-
-def _cer(head, features, labels, charset) -> float:
-    """Character error rate: edit distance over reference characters, all words."""
-    preds = _read(head, features, charset)
-    errors = sum(edit_distance(p, g) for p, g in zip(preds, labels, strict=True))
-    return errors / max(1, sum(len(g) for g in labels))
+    scores = ScoreAccumulator("probe", charset)
+    scores.update([tokenizer.decode(row.tolist()) for row in best], labels)
+    score = scores.compute()
+    return score.correct / max(1, score.samples), score.edits / max(1, score.gt_chars)
 
 
 def _code_accuracy(inputs: torch.Tensor, codes: torch.Tensor, steps: int, entries: int) -> float:
@@ -349,9 +341,10 @@ def run_probe(
     with torch.enable_grad():
         head, loss = _fit_linear_ctc(train, data.train_labels, charset, config, config.train_seed)
         leak = leak_test(leak_inputs, objective, config.leak_steps) if leak_inputs else {}
+    word_acc, cer = _score(head, test, data.test_labels, charset)
     return ProbeResult(
-        word_acc=_word_accuracy(head, test, data.test_labels, charset),
-        cer=_cer(head, test, data.test_labels, charset),
+        word_acc=word_acc,
+        cer=cer,
         char_loss=loss,
         rank=rank,
         low_rank=effective_rank(low),

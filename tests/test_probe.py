@@ -10,10 +10,9 @@ import torch
 from persec.charset import Charset
 from persec.probe import (
     ProbeConfig,
-    _cer,
     _code_accuracy,
     _fit_linear_ctc,
-    _word_accuracy,
+    _score,
     effective_rank,
 )
 
@@ -47,11 +46,12 @@ def test_linear_ctc_probe_reads_features_that_hold_the_characters():
     config = ProbeConfig(steps=400, batch_size=64, lr=3e-2)
     head, loss = _fit_linear_ctc(features[:200], labels[:200], charset, config, seed=0)
     assert loss < 0.5
-    assert _word_accuracy(head, features[200:], labels[200:], charset) > 0.95
-    assert _cer(head, features[200:], labels[200:], charset) < 0.02
+    word_acc, cer = _score(head, features[200:], labels[200:], charset)
+    assert word_acc > 0.95
+    assert cer < 0.02
     scrambled = features[:, torch.randperm(t, generator=g)]
     head, _ = _fit_linear_ctc(scrambled[:200], labels[:200], charset, config, seed=0)
-    assert _word_accuracy(head, scrambled[200:], labels[200:], charset) < 0.2
+    assert _score(head, scrambled[200:], labels[200:], charset)[0] < 0.2
 
 
 def test_code_accuracy_finds_codes_that_the_inputs_hold_and_not_others():
