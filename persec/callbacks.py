@@ -1,7 +1,7 @@
 """The Lightning callbacks persec's trainer adds: exact random-number state across
 ``--resume`` (:class:`ExactResume`), a periodic full checkpoint, logging the last step
-whatever ``log_every`` says, the one-line announcement of the precision chosen, and
-the frozen-encoder probe at every pretraining validation (:mod:`persec.probe`).
+whatever ``log_every`` says, the one-line announcement of the precision chosen, the frozen-encoder probe at every
+pretraining validation (:mod:`persec.probe`) and encoder snapshots at chosen steps.
 """
 
 from __future__ import annotations
@@ -129,3 +129,32 @@ class ProbeAtValidation(Callback):
         result = run_probe(pl_module.encoder, objective, self._data, self.config, bf16=bf16)
         for key, value in result.logs().items():
             pl_module.log(key, value, rank_zero_only=True)
+
+
+class EncoderSnapshots(Callback):
+    """Write the encoder at chosen training steps, each to ``directory/step-N/``, so one
+    pretraining run yields the points of a pretraining-length curve.
+
+    Args:
+        steps: global steps after which to write (a step the run never reaches is
+            skipped; one already written, e.g. before a ``--resume``, is kept).
+        directory: parent of the ``step-N`` folders.
+        save: ``save(encoder, folder)`` writes one snapshot.
+    """
+
+    def __init__(self, steps, directory: Path, save):
+        self.steps, self.directory, self.save = set(steps), Path(directory), save
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step in self.steps and trainer.is_global_zero:
+            folder = snapshot_dir(self.directory, step)
+            if not folder.is_dir():
+                tmp = folder.with_name(f".{folder.name}.tmp")
+                self.save(pl_module.encoder, tmp)
+                tmp.replace(folder)
+
+
+def snapshot_dir(directory: Path, step: int) -> Path:
+    """Where :class:`EncoderSnapshots` writes the encoder of ``step``."""
+    return Path(directory) / f"step-{step}"

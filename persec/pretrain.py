@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from persec.callbacks import ProbeAtValidation
+from persec.callbacks import EncoderSnapshots, ProbeAtValidation
 from persec.config import load_config_dict, save_config, to_dict
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
@@ -51,6 +51,9 @@ def _paper_optim() -> OptimConfig:
     return OptimConfig(name="adam", lr=1e-4, warmup_steps=1000, grad_clip=5.0)
 
 
+SNAPSHOTS = "snapshots"
+
+
 @dataclass
 class PretrainConfig:
     """Everything ``persec pretrain`` reads (YAML file + ``key=value`` overrides).
@@ -66,6 +69,8 @@ class PretrainConfig:
         trainer: steps, validation cadence, precision, devices.
         probe: a frozen linear probe, effective rank and leak test of the encoder at
             every validation (``probe.train_images: 0`` = off) [ours].
+        snapshots: also write the encoder after these steps, to
+            ``output_dir/snapshots/step-N/`` (a pretraining-length curve from one run).
         output_dir: where the encoder, logs and checkpoints go.
         resume: continue from ``output_dir/checkpoints/last.ckpt``.
     """
@@ -79,6 +84,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=_paper_optim)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    snapshots: list[int] = field(default_factory=list)
     output_dir: str = "runs/pretrain"
     resume: bool = False
 
@@ -176,6 +182,13 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
     callbacks = list(callbacks or [])
     if config.probe.train_images > 0:
         callbacks.append(ProbeAtValidation(config.probe, config.data.synth, config.image))
+    if config.snapshots:
+        model = config.model
+        callbacks.append(
+            EncoderSnapshots(
+                config.snapshots, out / SNAPSHOTS, lambda enc, d: save_encoder(enc, model, d)
+            )
+        )
     trainer, _ = build_trainer(
         config.trainer, out, None, grad_clip=config.optim.grad_clip, callbacks=callbacks
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -47,6 +47,10 @@ class TrainerConfig:
             per rank, with rank 0's buffers broadcast at every step).
         compile: ``torch.compile`` each part of the encoder (stem, stages,
             aggregators) before training; weights and checkpoints are unchanged.
+        early_stop: stop after this many validations in a row without a new best of
+            the monitored metric (fine-tuning: validation word accuracy); 0 = never.
+            The best checkpoint is what the run keeps either way, and the learning-rate
+            schedule still follows ``max_steps``.
         checkpoint_every: also write ``checkpoints/last.ckpt`` every N steps (0 = only
             at validation and at the end); what a preempted run resumes from.
         max_nonfinite: stop after this many consecutive steps with a NaN/Inf loss
@@ -72,6 +76,7 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     compile: bool = False
     checkpoint_every: int = 0
+    early_stop: int = 0
     max_nonfinite: int = 20
     seed: int = 0
     threads: int = 0
@@ -213,6 +218,7 @@ def build_trainer(
     """A Lightning trainer writing TensorBoard logs, ``metrics.csv`` and checkpoints
     under ``output_dir`` (``checkpoints/last.ckpt`` for ``--resume``); gradients are
     clipped to norm ``grad_clip`` (0 = off). ``callbacks`` are added to persec's own.
+    ``config.early_stop`` stops on ``monitor`` (ignored without one).
     ``config.precision=auto`` is settled here (:func:`settle_precision`) and
     announced when training starts.
 
@@ -220,8 +226,11 @@ def build_trainer(
     distributed sampler is off): see :class:`~persec.data.sampler.ResumableSampler`.
     """
     quiet_lightning()
-    if config.checkpoint_every < 0 or config.max_nonfinite < 1:
-        raise PersecError("trainer.checkpoint_every must be >= 0 and trainer.max_nonfinite >= 1")
+    if config.checkpoint_every < 0 or config.max_nonfinite < 1 or config.early_stop < 0:
+        raise PersecError(
+            "trainer.checkpoint_every and trainer.early_stop must be >= 0 and "
+            "trainer.max_nonfinite >= 1"
+        )
     checkpoint = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best",
@@ -236,6 +245,10 @@ def build_trainer(
     extra: list[Callback] = [ExactResume(), LogLastStep(), checkpoint]
     if precision_line:
         extra.append(AnnouncePrecision(precision_line))
+    if config.early_stop and monitor:
+        extra.append(
+            EarlyStopping(monitor, mode=mode, patience=config.early_stop, check_finite=False)
+        )
     if config.checkpoint_every:
         extra.append(PeriodicCheckpoint(config.checkpoint_every, last_checkpoint(output_dir)))
     loggers = [

@@ -84,7 +84,7 @@ def test_tiny_grid_runs_reports_and_caches(grid, tmp_path) -> None:
     # A cell killed before it finished (no done.json) is the only one run again.
     (next((out / "finetune").glob("persec-ctc-semi-*")) / "done.json").unlink()
     third = run_experiment(grid)
-    assert third.ran == ["finetune persec ctc semi 0.5"]
+    assert third.ran == ["finetune persec ctc semi 0.5 seed 0"]
 
     # An encoder pretrained elsewhere joins as a method: only its fine-tunes run.
     persec_dir = next((out / "pretrain").glob("persec-*"))
@@ -97,13 +97,74 @@ def test_tiny_grid_runs_reports_and_caches(grid, tmp_path) -> None:
         }
     )
     fourth = run_experiment(ext)
-    assert sorted(fourth.ran) == ["finetune ext ctc frozen 0.5", "finetune ext ctc semi 0.5"]
+    assert sorted(fourth.ran) == [
+        "finetune ext ctc frozen 0.5 seed 0",
+        "finetune ext ctc semi 0.5 seed 0",
+    ]
     assert len(fourth.cached) == 2  # the scratch cells
     with open(tmp_path / "ext-report" / "results.csv") as f:
         ext_rows = list(csv.DictReader(f))
     assert {r["method"] for r in ext_rows} == {"scratch", "ext"}
     assert {int(r["pretrain_steps"]) for r in ext_rows if r["method"] == "ext"} == {2}
     assert (out / "results.csv").is_file()  # the first grid's report is left alone
+
+
+def test_seeds_snapshots_curve_and_probe(grid, tmp_path) -> None:
+    """Two seeds per cell, a snapshot at step 1 of the 2-step pretrainings, a
+    1-label-fraction curve and the linear probe of every encoder: the rows say which
+    run each is, the table gives mean ± std, and the curve has steps 0, 1 and 2."""
+    from persec.probe import ProbeConfig
+
+    config = ExperimentConfig(
+        **{
+            **grid.__dict__,
+            "methods": {"scratch": [], "persec": []},
+            "protocols": ["semi"],
+            "seeds": [0, 1],
+            "snapshots": [1, 5],  # 5 is past the pretraining's end: ignored
+            "curve_fractions": [0.5],
+            "probe": ProbeConfig(train_images=16, test_images=8, steps=3, batch_size=8, leak=False),
+        }
+    )
+    cells = plan(config)
+    kinds = [c.kind for c in cells]
+    # 1 pretraining; probes of random, final and step-1 encoders; 2 methods × 2 seeds
+    # semi, plus the step-1 snapshot's curve fine-tune (the others are grid cells).
+    assert kinds == ["pretrain", "probe", "probe", "probe", *["finetune"] * 5]
+    assert cells[0].config.snapshots == [1]
+    result = run_experiment(config)
+    assert len(result.ran) == 9
+    out = tmp_path / "exp"
+    assert (out / "pretrain").glob("persec-*/snapshots/step-1/encoder.safetensors")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    semi = [r for r in rows if r["protocol"] == "semi" and r["encoder"] != "snapshot"]
+    assert sorted((r["method"], r["seed"]) for r in semi) == [
+        ("persec", "0"),
+        ("persec", "1"),
+        ("scratch", "0"),
+        ("scratch", "1"),
+    ]
+    probes = [r for r in rows if r["protocol"] == "probe"]
+    assert sorted((r["encoder"], r["pretrain_steps"]) for r in probes) == [
+        ("pretrained", "2"),
+        ("random", "0"),
+        ("snapshot", "1"),
+    ]
+    for r in probes:
+        assert r["test_set"] == "probe_heldout_fonts" and int(r["samples"]) == 8
+        assert 0.0 <= float(r["cer"]) and int(r["labels"]) == 16
+    snap = [r for r in rows if r["encoder"] == "snapshot" and r["protocol"] == "semi"]
+    assert [(r["pretrain_steps"], r["seed"]) for r in snap] == [("1", "0")]
+    table = (out / "results.md").read_text()
+    values = [float(r["word_acc"]) for r in semi if r["method"] == "scratch"]
+    import statistics
+
+    expected = f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (2)"
+    assert f"| scratch | ctc | semi | {expected} |" in table
+    assert "## Pretraining-length curve" in table
+    assert "| 0 steps | 1 steps | 2 steps |" in table.replace(",", "")
+    assert (out / "pretraining-length.png").stat().st_size > 0
 
 
 def test_plan_links_finetunes_to_their_pretraining(grid) -> None:

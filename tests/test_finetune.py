@@ -318,3 +318,33 @@ def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli, caplog)
     )
     assert code != 0 and "init_model and init_encoder exclude each other" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, run_cli):
+    """lr 0: the validation accuracy never improves after the first validation, so
+    trainer.early_stop=2 ends the run at the third validation (step 3 of 50)."""
+    code, out, err = run_cli(
+        [
+            "finetune",
+            *TINY,
+            f"data.train=[{words}]",
+            f"data.val=[{words}]",
+            "optim.lr=0",
+            "optim.warmup_steps=0",
+            "trainer.max_steps=50",
+            "trainer.val_every=1",
+            "trainer.early_stop=2",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert code == 0, err
+    rows = _metrics(tmp_path / "run" / "metrics.csv")
+    val_steps = [int(r["step"]) for r in rows if r.get("val/word_acc")]
+    assert val_steps == [0, 1, 2]  # Lightning logs validation at global_step - 1
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_negative_early_stop_is_refused(tmp_path, run_cli):
+    args = ["finetune", *TINY, "data.synth_train=16", "trainer.early_stop=-1"]
+    code, _, err = run_cli([*args, f"output_dir={tmp_path}"])
+    assert code != 0 and "trainer.early_stop must be >= 0" in err
