@@ -132,8 +132,16 @@ def test_seeds_snapshots_curve_and_probe(grid, tmp_path) -> None:
     # semi, plus the step-1 snapshot's curve fine-tune (the others are grid cells).
     assert kinds == ["pretrain", "probe", "probe", "probe", *["finetune"] * 5]
     assert cells[0].config.snapshots == [1]
+    with pytest.raises(ConfigError, match="--only seqclr: not a method of this grid"):
+        run_experiment(config, only=["seqclr"])
+    first = run_experiment(config, only=["scratch"])
+    assert [c.split(" seed")[0] for c in first.ran] == [
+        "probe scratch",
+        "finetune scratch ctc semi 0.5",
+        "finetune scratch ctc semi 0.5",
+    ]
     result = run_experiment(config)
-    assert len(result.ran) == 9
+    assert len(result.ran) == 6 and len(result.cached) == 3
     out = tmp_path / "exp"
     assert (out / "pretrain").glob("persec-*/snapshots/step-1/encoder.safetensors")
     with open(out / "results.csv") as f:

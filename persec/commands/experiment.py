@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
         help=HELP,
         description="Pretrain every method of the grid with the same budget, fine-tune "
         "from each (and from random init) for every decoder, protocol (frozen encoder / "
-        "whole model) and label fraction, evaluate every model on every test set, and "
+        "whole model), label fraction and seed, probe every encoder (optional), evaluate "
+        "every model on every test set, and "
         "write OUTPUT_DIR/results.csv, results.md and plots. Settings are the fields of "
         "persec.experiment.ExperimentConfig, from --config and key=value overrides. "
         "Finished cells are cached by config hash: re-running skips them, and a killed "
@@ -25,6 +26,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="list the cells and whether they are done"
     )
+    parser.add_argument(
+        "--only",
+        metavar="METHODS",
+        default="",
+        help="comma-separated methods: run only their cells (and the pretrainings they "
+        "need) this time, e.g. --only scratch,persec; the reports still hold every "
+        "finished cell",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,7 +41,8 @@ def run(args) -> int:
     from persec.experiment import ExperimentConfig, format_summary, run_experiment
 
     config = load_config(ExperimentConfig, args.config, args.overrides)
-    result = run_experiment(config, dry_run=args.dry_run)
+    only = [m for m in args.only.split(",") if m]
+    result = run_experiment(config, dry_run=args.dry_run, only=only)
     if not args.dry_run:
         print((result.report_dir / "results.md").read_text())
         print(format_summary(result))

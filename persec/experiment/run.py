@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persec.config import to_dict
-from persec.errors import PersecError
+from persec.errors import ConfigError, PersecError
 from persec.experiment.grid import Cell, ExperimentConfig, encoder_config, plan, write_done
 from persec.experiment.reports import (
     HELDOUT,
@@ -145,6 +145,7 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
     """Render the held-out-font test set once (reused by every run) and list the real
     test sets that exist."""
     from persec.commands.render import render_lmdb
+    from persec.data.splits import parse_part
     from persec.data.synth import HardSynthConfig, SynthConfig
     from persec.evaluate import find_datasets
 
@@ -159,7 +160,7 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
             render_lmdb(out, config.synth_test, synth, "test", config.synth_test_seed, workers=2)
         sets.append(out)
     for path in config.test:
-        if not Path(path).exists():
+        if not parse_part(path)[0].exists():  # DIR:PART names one part of DIR
             logger.warning("test set %s not found; skipped", path)
             continue
         sets.extend(find_datasets([path]))
@@ -168,12 +169,19 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
     return sets
 
 
-def run_experiment(config: ExperimentConfig, dry_run: bool = False) -> ExperimentResult:
+def run_experiment(
+    config: ExperimentConfig, dry_run: bool = False, only: list[str] | None = None
+) -> ExperimentResult:
     """Run (or resume) every cell of the grid and write the reports.
 
     Args:
         config: the grid.
         dry_run: plan and print the cells, train nothing.
+        only: run only the cells of these methods (a grid split over sittings); the
+            reports still hold every finished cell.
+
+    Raises:
+        ConfigError: ``only`` names a method the grid does not have.
     """
     from persec.config import load_config
     from persec.pretrain import PretrainConfig
@@ -181,6 +189,13 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False) -> Experimen
     start = time.time()
     reports = report_path(config)
     cells = plan(config)
+    methods = {c.method for c in cells}
+    unknown = sorted(set(only or []) - methods)
+    if unknown:
+        raise ConfigError(
+            f"experiment: --only {', '.join(unknown)}: not a method of this grid "
+            f"(have: {', '.join(sorted(methods))})"
+        )
     if dry_run:
         for cell in cells:
             state = "done" if cell.done else "to run"
@@ -196,6 +211,8 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False) -> Experimen
         if cell.done:
             say(f"{prefix}: cached ({cell.directory.name})")
             cached.append(cell.label)
+            continue
+        if only and cell.method not in only:
             continue
         if cell.pretrain is not None and not cell.pretrain.done:
             # A pretraining stopped by its time budget before this snapshot's step.
