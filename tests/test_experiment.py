@@ -143,7 +143,8 @@ def test_seeds_snapshots_curve_and_probe(grid, tmp_path) -> None:
     result = run_experiment(config)
     assert len(result.ran) == 6 and len(result.cached) == 3
     out = tmp_path / "exp"
-    assert (out / "pretrain").glob("persec-*/snapshots/step-1/encoder.safetensors")
+    assert len(list((out / "pretrain").glob("persec-*/snapshots/step-1/encoder.safetensors"))) == 1
+    assert not list((out / "pretrain").glob("persec-*/snapshots/step-5"))
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     semi = [r for r in rows if r["protocol"] == "semi" and r["encoder"] != "snapshot"]
