@@ -63,7 +63,7 @@ def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     extra = [
         (title, keys)
         for title, keys in (
-            ("linear probe, held-out fonts", ["probe/word_acc", "probe/cer"]),
+            ("linear probe, held-out fonts", ["probe/word_acc", "probe/cer", "probe/position_acc"]),
             ("effective rank", ["probe/rank", "probe/low_rank"]),
             ("leak test: code accuracy", sorted(k for k in series if k.startswith("leak/"))),
         )

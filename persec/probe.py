@@ -83,6 +83,7 @@ class ProbeResult:
     char_loss: float
     rank: float
     low_rank: float
+    position_acc: float = float("nan")
     leak: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def logs(self) -> dict[str, float]:
@@ -93,6 +94,7 @@ class ProbeResult:
             "probe/loss": self.char_loss,
             "probe/rank": self.rank,
             "probe/low_rank": self.low_rank,
+            "probe/position_acc": self.position_acc,
         }
         for level, values in self.leak.items():
             out.update({f"leak/{level}/{k}": v for k, v in values.items()})
@@ -285,6 +287,20 @@ def _code_accuracy(inputs: torch.Tensor, codes: torch.Tensor, steps: int, entrie
     return float((pred == codes[half:]).float().mean())
 
 
+def position_accuracy(features: torch.Tensor, samples: int, steps: int) -> float:
+    """How well a linear classifier tells a frame's index from its features alone
+    (cached encoder outputs (N, T, C); ``samples`` frames drawn at random, trained on
+    half, scored on the other half; chance 1/T). A high value next to a low probe word
+    accuracy says the features carry where a frame is more than what it shows: the
+    shortcut a contrast against other positions of the same image rewards."""
+    n, t, _ = features.shape
+    generator = torch.Generator().manual_seed(0)
+    pick = torch.randperm(n * t, generator=generator)[:samples]
+    frames = features.reshape(n * t, -1)[pick]  # (S, C)
+    index = (pick % t)[:, None]  # (S, 1) frame index
+    return _code_accuracy(frames, index, steps, t)
+
+
 def leak_test(inputs: dict[str, tuple], objective: PersecObjective, steps: int) -> dict:
     """Per level: code accuracy from the neighbours, from the context, and the majority
     code's share on the test half (inputs from :func:`_encode`)."""
@@ -341,6 +357,7 @@ def run_probe(
     with torch.enable_grad():
         head, loss = _fit_linear_ctc(train, data.train_labels, charset, config, config.train_seed)
         leak = leak_test(leak_inputs, objective, config.leak_steps) if leak_inputs else {}
+        position = position_accuracy(train, config.leak_samples, config.leak_steps)
     word_acc, cer = _score(head, test, data.test_labels, charset)
     return ProbeResult(
         word_acc=word_acc,
@@ -348,5 +365,6 @@ def run_probe(
         char_loss=loss,
         rank=rank,
         low_rank=effective_rank(low),
+        position_acc=position,
         leak=leak,
     )

@@ -63,6 +63,17 @@ def test_code_accuracy_finds_codes_that_the_inputs_hold_and_not_others():
     assert _code_accuracy(noise, codes, 200, 8) < 0.25  # chance 1/8
 
 
+def test_position_accuracy_tells_position_from_content():
+    from persec.probe import position_accuracy
+
+    g = torch.Generator().manual_seed(3)
+    n, t = 200, 8
+    position = torch.eye(t).expand(n, t, t)  # a frame's features = its index, one-hot
+    assert position_accuracy(position + 0.1 * torch.randn(n, t, t, generator=g), 1000, 200) > 0.98
+    content = torch.randn(n, t, t, generator=g)  # nothing about where the frame is
+    assert position_accuracy(content, 1000, 200) < 0.25  # chance 1/8
+
+
 def test_probe_command_on_a_pretraining_output(tmp_path, run_cli):
     from persec.cli import main
 
@@ -78,7 +89,7 @@ def test_probe_command_on_a_pretraining_output(tmp_path, run_cli):
     assert code == 0, err
     numbers = json.loads((tmp_path / "p.json").read_text())
     assert 0.0 <= numbers["probe/word_acc"] <= 1.0 and numbers["probe/rank"] >= 1.0
-    assert numbers["probe/cer"] >= 0.0
+    assert numbers["probe/cer"] >= 0.0 and 0.0 <= numbers["probe/position_acc"] <= 1.0
     assert "leak/semantic/neighbour_acc" in numbers and "probe/word_acc\t" in out
     code, _, err = run_cli(["probe", str(tmp_path), "--steps", "5"])
     assert code != 0 and "not a pretraining output" in err
