@@ -167,3 +167,47 @@ def test_input_masking_trains_both_levels_and_reaches_the_encoder(detach: bool) 
 def test_unknown_mask_at_is_named() -> None:
     with pytest.raises(ValueError, match="mask_at"):
         _setup(mask_at="pixels")
+
+
+def test_roll_columns_rolls_each_image_by_its_own_shift() -> None:
+    from persec.models.masking import roll_columns
+
+    x = torch.arange(2 * 5).view(2, 1, 5).float()  # two rows 0..4 and 5..9
+    rolled = roll_columns(x, torch.tensor([1, -2]))
+    assert rolled[0, 0].tolist() == [4, 0, 1, 2, 3]
+    assert rolled[1, 0].tolist() == [7, 8, 9, 5, 6]
+    assert torch.equal(roll_columns(rolled, torch.tensor([-1, 2])), x)
+    with pytest.raises(ValueError, match="one shift per image"):
+        roll_columns(x, torch.tensor([1]))
+
+
+def test_target_shift_moves_the_target_pass_and_aligns_it_back() -> None:
+    """With column-wise stand-ins for the encoder (rolling the image rolls their output
+    exactly), the targets the semantic level scores are the same with and without the
+    shift, while the target pass did see rolled images."""
+    seen: dict[bool, list] = {}
+    for shift in (False, True):
+        enc, obj = _setup(mask_at="input", target_shift=shift)
+        torch.manual_seed(3)
+        conv = torch.nn.Conv2d(3, enc.low_channels, 1)
+        lin = torch.nn.Linear(enc.low_channels, enc.out_channels)
+        inputs, targets = [], []
+
+        def low(x, conv=conv, inputs=inputs):
+            inputs.append(x)
+            return conv(x)[:, :, ::4, ::4]  # (B, C_l, 8, 32)
+
+        enc.encode_low = low
+        enc.encode_high = lambda z, lin=lin: lin(z.mean(2).transpose(1, 2))  # (B, 32, C_h)
+        score = obj.semantic.score
+
+        def record(zl, *args, score=score, targets=targets, **kw):
+            targets.append(zl)
+            return score(zl, *args, **kw)
+
+        obj.semantic.score = record
+        obj(enc, _images(b=6), generator=torch.Generator().manual_seed(0))
+        seen[shift] = [inputs[0], targets[0]]
+    assert torch.allclose(seen[True][1], seen[False][1], atol=1e-5)
+    assert torch.equal(seen[False][0], _images(b=6))
+    assert not torch.equal(seen[True][0], _images(b=6))  # the target pass saw rolled images

@@ -158,3 +158,23 @@ def mask_columns(
     mask = span_mask((b, frames), p, span, generator).to(images.device)  # (B, T)
     columns = mask.repeat_interleave(width // frames, dim=1)[:, None, None, :]  # (B, 1, 1, W)
     return images.masked_fill(columns, value), mask
+
+
+def roll_columns(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Roll each image (or feature map) of ``x`` along its last axis by its own number
+    of columns, circularly: column j of the result is column (j − shift) mod W.
+
+    Args:
+        x: (B, ..., W).
+        shifts: columns per image, any integers. # (B,), int64
+
+    Returns:
+        the rolled tensor. # same shape as ``x``
+    """
+    if shifts.shape != (x.size(0),):
+        raise ValueError(f"need one shift per image ({x.size(0)}), got shape {tuple(shifts.shape)}")
+    width = x.size(-1)
+    cols = torch.arange(width, device=x.device)
+    index = (cols[None, :] - shifts.to(x.device)[:, None]) % width  # (B, W)
+    index = index.view(x.size(0), *([1] * (x.dim() - 2)), width).expand_as(x)
+    return x.gather(-1, index)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from persec.models.encoders import TextEncoder
-from persec.models.masking import mask_columns
+from persec.models.masking import mask_columns, roll_columns
 from persec.models.perceiver import (
     ContextPerceiver,
     PerceiverConfig,
@@ -62,6 +62,14 @@ class PersecConfig:
         input_mask_prob: share of frames masked with ``mask_at=input`` [ours].
         input_mask_span: frames per masked span with ``mask_at=input`` [ours].
         input_mask_value: what masked pixels become (images are in [-1, 1]) [ours].
+        target_shift: ``mask_at=input`` only: the target pass sees the image rolled
+            circularly by a random whole number of frames (uniform over all T per
+            image), and its features are rolled back before they are compared, so
+            where a target sits in the image it came from says nothing about where it
+            sits in the context's. Without it the encoder learns to encode a frame's
+            absolute position, which picks the target among the other positions of
+            the same image without reading it (docs/pretraining-diagnostics.md,
+            ``probe/position_acc``) [ours].
         detach_targets: targets from a no-gradient pass (``mask_at=input`` only):
             the encoder then learns through the context alone, and the feature
             penalty β has no effect [ours]. Either way BatchNorm's running statistics
@@ -82,6 +90,7 @@ class PersecConfig:
     input_mask_prob: float = 0.4
     input_mask_span: int = 3
     input_mask_value: float = 0.0
+    target_shift: bool = False
     detach_targets: bool = False
 
 
@@ -186,9 +195,18 @@ class PersecObjective(nn.Module):
         masked, mask = mask_columns(
             images, frames, c.input_mask_prob, c.input_mask_span, c.input_mask_value, generator
         )  # (B, C, H, W), (B, T)
+        shift = None
+        if c.target_shift:  # frames, per image; the pixels move by shift·(W/T)
+            where = generator.device if generator is not None else images.device
+            shift = torch.randint(frames, (images.size(0),), generator=generator, device=where)
+            images = roll_columns(images, shift * (images.size(3) // frames))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not c.detach_targets):
             low = encoder.encode_low(images)  # (B, C_l, h, w) targets' source
             high = encoder.encode_high(low) if self.semantic is not None else None  # (B, T, C_h)
+        if shift is not None:  # back to the context's frame positions
+            low = roll_columns(low, -shift * (low.size(3) // frames))
+            if high is not None:
+                high = roll_columns(high.transpose(1, 2), -shift).transpose(1, 2)
         low_m = encoder.encode_low(masked)
         outputs = {}
         if self.stroke is not None:
