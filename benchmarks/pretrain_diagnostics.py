@@ -39,9 +39,12 @@ VARIANTS = {
         "persec.semantic.mask_span=4",
     ],
     "input": ["persec.mask_at=input"],
+    # The target pass rolled by a random number of frames and rolled back [ours].
+    "input-shift": ["persec.mask_at=input", "persec.target_shift=true"],
 }
 COLUMNS = [
     "probe/word_acc",
+    "probe/position_acc",
     "probe/cer",
     "probe/loss",
     "probe/rank",
