@@ -12,13 +12,14 @@ under ``checkpoints/`` and ``curves.png``.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from persec.callbacks import EncoderSnapshots, ProbeAtValidation
+from persec.callbacks import EncoderSnapshots, ProbeAtValidation, snapshot_dir
 from persec.config import load_config_dict, save_config, to_dict
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
@@ -183,6 +184,9 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
     if config.probe.train_images > 0:
         callbacks.append(ProbeAtValidation(config.probe, config.data.synth, config.image))
     if config.snapshots:
+        if not config.resume:  # a fresh run: snapshots of an earlier one are stale
+            for step in config.snapshots:
+                shutil.rmtree(snapshot_dir(out / SNAPSHOTS, step), ignore_errors=True)
         model = config.model
         callbacks.append(
             EncoderSnapshots(

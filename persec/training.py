@@ -51,8 +51,8 @@ class TrainerConfig:
             the monitored metric (fine-tuning: validation word accuracy); 0 = never.
             The best checkpoint is what the run keeps either way, and the learning-rate
             schedule still follows ``max_steps``.
-        checkpoint_every: also write ``checkpoints/last.ckpt`` every N steps (0 = only
-            at validation and at the end); what a preempted run resumes from.
+        checkpoint_every: also write ``checkpoints/last.ckpt`` every N steps (0 = at
+            every validation and at the end); what a preempted run resumes from.
         max_nonfinite: stop after this many consecutive steps with a NaN/Inf loss
             (each one is skipped: no update, a warning).
         seed: global seed (model init, shuffling, augmentation).
@@ -249,8 +249,14 @@ def build_trainer(
         extra.append(
             EarlyStopping(monitor, mode=mode, patience=config.early_stop, check_finite=False)
         )
-    if config.checkpoint_every:
-        extra.append(PeriodicCheckpoint(config.checkpoint_every, last_checkpoint(output_dir)))
+    every = config.checkpoint_every
+    if not every and monitor is None and config.val_every > 0:
+        # Lightning writes last.ckpt at a validation only when it also wrote a top-k
+        # checkpoint, which it never does without a monitored metric (pretraining):
+        # write it at the validation cadence, or a killed run could not resume.
+        every = config.val_every
+    if every:
+        extra.append(PeriodicCheckpoint(every, last_checkpoint(output_dir)))
     loggers = [
         TensorBoardLogger(output_dir, name="tb", version=""),
         CSVLogger(output_dir, name="", version=""),

@@ -263,3 +263,36 @@ def test_runs_written_before_seqclr_still_load(pretrained, tmp_path) -> None:
     _, objective, config = load_pretrained(old)
     assert config.objective == "persec" and config.persec.stroke.quantizer.entries == 32
     assert [name for name, _ in objective.perceivers()] == ["stroke", "semantic"]
+
+
+def test_a_killed_pretraining_resumes_from_its_last_validation(words, tmp_path) -> None:
+    """Lightning writes last.ckpt at a validation only beside a top-k checkpoint, which
+    pretraining (no monitored metric) never has; persec writes it anyway, and a fresh
+    (not resumed) run drops the snapshots an earlier run left."""
+    from lightning.pytorch.callbacks import Callback
+
+    from persec.config import load_config
+    from persec.pretrain import pretrain
+    from persec.training import last_checkpoint, load_checkpoint_safely
+
+    run = tmp_path / "run"
+    stale = run / "snapshots" / "step-2"
+    stale.mkdir(parents=True)
+    (stale / "old").write_text("from an earlier run")
+    seen = {}
+
+    class Kill(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 3:
+                seen["step"] = load_checkpoint_safely(last_checkpoint(run))["global_step"]
+                raise RuntimeError("killed")
+
+    overrides = [*TINY, f"data.train=[{words}]", f"data.val=[{words}]", f"output_dir={run}"]
+    overrides += ["trainer.max_steps=6", "trainer.val_every=2", "snapshots=[2]"]
+    config = load_config(PretrainConfig, None, overrides)
+    with pytest.raises(RuntimeError, match="killed"):
+        pretrain(config, callbacks=[Kill()])
+    assert seen["step"] == 2
+    assert not (stale / "old").exists() and (stale / "encoder.safetensors").is_file()
+    config.resume = True
+    assert pretrain(config).steps == 6
