@@ -1,7 +1,8 @@
 """The Lightning callbacks persec's trainer adds: exact random-number state across
 ``--resume`` (:class:`ExactResume`), a periodic full checkpoint, logging the last step
-whatever ``log_every`` says, the one-line announcement of the precision chosen, the frozen-encoder probe at every
-pretraining validation (:mod:`persec.probe`) and encoder snapshots at chosen steps.
+whatever ``log_every`` says, the one-line announcement of the precision chosen, the
+frozen-encoder probe at every pretraining validation (:mod:`persec.probe`) and encoder
+snapshots at chosen steps.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class ProbeResult:
     char_loss: float
     rank: float
     low_rank: float
-    position_acc: float = float("nan")
+    position_acc: float
     leak: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def logs(self) -> dict[str, float]:

@@ -251,15 +251,17 @@ def plan(config: ExperimentConfig) -> list[Cell]:
     for method, path in config.encoders.items():
         finals[method] = _external_encoder(method, path)
 
-    def encoder_of(source: Cell | None):
-        return encoder_config(source, base_pretrain.model)
-
     if config.probe.train_images > 0:
         for method, source in [*finals.items(), *((s.method, s) for s in snapshots)]:
             probe = copy.deepcopy(config.probe)
             # A random encoder is drawn from the seed; a pretrained one is its weights.
             seed = f"seed{config.seeds[0]}" if source is None else ""
-            key = config_hash(probe, extra=_source_key(source) + to_json(encoder_of(source)) + seed)
+            key = config_hash(
+                probe,
+                extra=_source_key(source)
+                + to_json(encoder_config(source, base_pretrain.model))
+                + seed,
+            )
             name = f"{method}-{_steps_tag(source)}{key}"
             cells.append(
                 Cell(
@@ -280,7 +282,7 @@ def plan(config: ExperimentConfig) -> list[Cell]:
         fc.freeze_encoder = protocol == "frozen"
         fc.trainer.seed = seed
         # Every method fine-tunes the encoder architecture it pretrained.
-        fc.model.encoder = copy.deepcopy(encoder_of(source))
+        fc.model.encoder = copy.deepcopy(encoder_config(source, base_pretrain.model))
         key = config_hash(fc, extra=_source_key(source))
         name = f"{method}-{_steps_tag(source)}{decoder}-{protocol}-{fraction:g}-s{seed}-{key}"
         directory = out / "finetune" / name
@@ -295,7 +297,9 @@ def plan(config: ExperimentConfig) -> list[Cell]:
 
     bases: dict[tuple[str, str], Any] = {}
     for decoder in config.decoders:
-        for protocol in (*config.protocols, *(["semi"] if config.curve_fractions else [])):
+        # The curve fine-tunes use the semi base; build it once even when listed twice.
+        wanted = [*config.protocols, *(["semi"] if config.curve_fractions else [])]
+        for protocol in dict.fromkeys(wanted):
             overrides = list(config.finetune)
             if protocol == "frozen":
                 overrides += config.frozen
