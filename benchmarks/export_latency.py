@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from persec.data.synth import WordRenderer  # noqa: E402
-from persec.evaluate import default_model_dir, load_model  # noqa: E402
-from persec.export import OnnxRecognizer, check_parity, export_onnx  # noqa: E402
+from persec.data.render.synth import WordRenderer  # noqa: E402
+from persec.hub import default_model_dir
+from persec.inference.export import export_onnx  # noqa: E402
+from persec.inference.model import load_model  # noqa: E402
+from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
 from persec.models.recognizer import CONFIG, Recognizer, RecognizerConfig  # noqa: E402
 
 BIG_BATCH = 64

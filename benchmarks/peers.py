@@ -9,7 +9,7 @@ Systems (each behind a small adapter: ``load()``, ``read_batch(images) -> texts`
   load time and per-crop times are measured inside the worker, without the pipe;
 * ``tesseract``: Debian's Tesseract 5, ``--psm 7``, a 10 px border, through tesserocr,
   libtesseract via ctypes, or one ``tesseract`` process per crop (first that works);
-* ``persec``: every ``--persec-model DIR`` (default ``models/persec-small`` if present),
+* ``persec``: every ``--persec-model DIR`` (default ``persec/shipped/persec-small`` if present),
   decoded as its config says; with ``--persec-greedy`` each also decoded greedily.
 
 Datasets: ``IIIT5K_train`` and ``real_demo`` from ``../shared/data`` and ``hard_rendered``,
@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_info import cpu_model  # noqa: E402
 from peers_adapters import ADAPTERS, PeerUnavailable, PersecPeer  # noqa: E402
 
-from persec.data.dataset import Skipped, open_dataset  # noqa: E402
+from persec.data.dataset import Skipped  # noqa: E402
+from persec.data.layouts import open_dataset  # noqa: E402
 from persec.metrics import ScoreAccumulator, eval_charset  # noqa: E402
 
 REAL = {name: ROOT.parent / "shared" / "data" / name for name in ("IIIT5K_train", "real_demo")}
@@ -78,8 +79,8 @@ COLUMNS = (
 # ---------------------------------------------------------------- data
 def hard_dataset(out: Path, n: int) -> Path:
     """The hard rendered test set (held-out fonts), rendered once and cached."""
-    from persec.commands.render import render_lmdb
-    from persec.data.synth import HardSynthConfig
+    from persec.data.render.config import HardSynthConfig
+    from persec.data.render.writer import render_lmdb
 
     path = out / "cache" / f"hard-test-seed{HARD_SEED}-n{n}"
     if not (path / "render.yaml").is_file():
@@ -390,8 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     models = [Path(m) for m in args.persec_model]
-    if not models and (ROOT / "models" / "persec-small" / "config.json").is_file():
-        models = [ROOT / "models" / "persec-small"]
+    if not models and (ROOT / "persec" / "shipped" / "persec-small" / "config.json").is_file():
+        models = [ROOT / "persec" / "shipped" / "persec-small"]
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", *sys.argv]),

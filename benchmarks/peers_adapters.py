@@ -363,10 +363,12 @@ class PersecPeer(Peer):
 
     def load(self) -> None:
         if self.model_dir is None:
-            raise PeerUnavailable("no --persec-model given and models/persec-small is missing")
+            raise PeerUnavailable(
+                "no --persec-model given and persec/shipped/persec-small is missing"
+            )
         import torch
 
-        from persec.evaluate import load_model
+        from persec.inference.model import load_model
 
         start = time.perf_counter()
         self.model = load_model(self.model_dir)
@@ -381,7 +383,7 @@ class PersecPeer(Peer):
     def describe(self) -> str:
         if self.model is None:
             return "not loaded"
-        from persec.models.decoders import describe_decoding
+        from persec.models.decoders.base import describe_decoding
 
         c = self.model.config
         params = sum(p.numel() for p in self.model.parameters()) / 1e6

@@ -1,5 +1,5 @@
 """Pretraining diagnostics side by side: PerSec variants pretrained with the frozen
-probe, effective rank and leak test logged at every validation (persec.probe).
+probe, effective rank and leak test logged at every validation (persec.training.probe).
 
 Each variant is one `persec pretrain` run of configs/pretrain/cpu.yaml with its
 overrides; a finished run (encoder.safetensors written) is skipped, so a killed sitting

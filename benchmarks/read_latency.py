@@ -1,6 +1,6 @@
 """What `persec read` costs per crop, greedy against the model's own decoding, in one run.
 
-Reads the first N crops of a folder with :func:`persec.inference.read_images` (PNG/JPEG
+Reads the first N crops of a folder with :func:`persec.inference.read.read_images` (PNG/JPEG
 decoding, resizing, the model, decoding), in process, the two decodings taking turns
 ``--rounds`` times, and prints crops/s of each, the ratio, and how often their texts
 differ. Then times the whole ``persec read`` command (Python start, imports, model and
@@ -24,14 +24,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from persec.evaluate import load_model  # noqa: E402
-from persec.inference import list_images, read_images  # noqa: E402
-from persec.models.decoders import describe_decoding  # noqa: E402
+from persec.inference.model import load_model  # noqa: E402
+from persec.inference.read import list_images, read_images  # noqa: E402
+from persec.models.decoders.base import describe_decoding  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "models" / "persec-small"))
+    p.add_argument("--model", default=str(ROOT / "persec" / "shipped" / "persec-small"))
     p.add_argument(
         "--data", default=str(ROOT.parent / "shared" / "data" / "IIIT5K_train" / "images")
     )

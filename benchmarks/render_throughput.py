@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from persec.commands.render import render_samples  # noqa: E402
-from persec.data.synth import HardSynthConfig, SynthConfig, WordRenderer  # noqa: E402
+from persec.data.render.config import HardSynthConfig, SynthConfig
+from persec.data.render.synth import WordRenderer  # noqa: E402
+from persec.data.render.writer import render_samples  # noqa: E402
 from persec.image import encode_image  # noqa: E402
 
 

@@ -51,11 +51,11 @@ def child(command: str, overrides: list[str]) -> None:
 
     build_parser()
     if command == "finetune":
-        from persec.finetune import FinetuneConfig as Config
-        from persec.finetune import finetune as train
+        from persec.training.finetune import FinetuneConfig as Config
+        from persec.training.finetune import finetune as train
     else:
-        from persec.pretrain import PretrainConfig as Config
-        from persec.pretrain import pretrain as train
+        from persec.training.pretrain import PretrainConfig as Config
+        from persec.training.pretrain import pretrain as train
     mark("import persec (CLI parser)")
     config = load_config(Config, ROOT / CONFIGS[command], overrides)
     mark("config")

@@ -7,7 +7,7 @@ give 62,500 images at 1×, 250,000 at 4× and 1,000,000 at 16×). The links keep
 disk use to one shard; every shard is still opened, parsed and decoded on its own,
 but its bytes come from the page cache, not the disk.
 
-For each corpus size a fresh process builds a :class:`~persec.data.shards.ShardStream`
+For each corpus size a fresh process builds a :class:`~persec.data.shards.format.ShardStream`
 and reads ``--batches`` batches through a ``StreamLoader`` (same batch size, workers
 and shuffle buffer each time) while a thread samples the resident memory of the
 process and its loader workers every 20 ms. Sizes are measured round-robin
@@ -44,9 +44,10 @@ SHARDS_PER_UNIT = 2  # 1× needs a shard per loader worker
 # ------------------------------------------------------------------ building the corpus
 def build_corpus(root: Path, base: int, per_shard: int) -> dict[int, Path]:
     """The corpus directories by size factor (built once, reused when present)."""
-    from persec.commands.render import render_samples
-    from persec.data.shards import write_shards
-    from persec.data.synth import SynthConfig, WordRenderer
+    from persec.data.render.config import SynthConfig
+    from persec.data.render.synth import WordRenderer
+    from persec.data.render.writer import render_samples
+    from persec.data.shards.write import write_shards
 
     shard_dir = root / f"base-{base}-{per_shard}"
     shard = shard_dir / "shard-000000.tar"
@@ -123,7 +124,7 @@ def measure(corpus: Path, batches: int, batch_size: int, workers: int, buffer: i
     import torch
 
     from persec.data.dataset import collate_samples
-    from persec.data.shards import ShardStream, StreamLoader
+    from persec.data.shards.stream import ShardStream, StreamLoader
     from persec.image import ImageConfig, ToTensor
 
     torch.set_num_threads(1)

@@ -56,12 +56,12 @@ from machine_info import cpu_model  # noqa: E402
 from persec.config import load_config  # noqa: E402
 from persec.data.module import RecognitionDataModule, UnlabelledDataModule  # noqa: E402
 from persec.errors import PersecError  # noqa: E402
-from persec.finetune import FinetuneConfig  # noqa: E402
 from persec.models.recognizer import Recognizer  # noqa: E402
 from persec.precision import cpu_bf16_support, resolve_precision  # noqa: E402
-from persec.pretrain import PretrainConfig, build_pretraining  # noqa: E402
-from persec.systems import build_optimizer  # noqa: E402
-from persec.training import keep_freed_memory  # noqa: E402
+from persec.training.finetune import FinetuneConfig  # noqa: E402
+from persec.training.pretrain import PretrainConfig, build_pretraining  # noqa: E402
+from persec.training.systems import build_optimizer  # noqa: E402
+from persec.training.trainer import keep_freed_memory  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "results" / "throughput"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -82,10 +82,14 @@ class Row:
 ROWS = (
     Row("cnn-ctc", "finetune", "configs/finetune/cpu-ctc.yaml"),
     Row("cnn-attn", "finetune", "configs/finetune/cpu-attn.yaml"),
-    Row("cnn-linear-ctc (shipped)", "finetune", "configs/shipped/finetune.yaml"),
+    Row("cnn-linear-ctc (shipped)", "finetune", "configs/recipes/persec-small-cpu/2-finetune.yaml"),
     Row("vit-ctc", "finetune", "configs/finetune/cpu-ctc.yaml", ("model.encoder.name=vit",)),
     Row("persec-cnn (pretrain)", "pretrain", "configs/pretrain/cpu.yaml"),
-    Row("persec-cnn-sem (shipped pretrain)", "pretrain", "configs/shipped/pretrain.yaml"),
+    Row(
+        "persec-cnn-sem (shipped pretrain)",
+        "pretrain",
+        "configs/recipes/persec-small-cpu/1-pretrain.yaml",
+    ),
     Row("persec-vit (pretrain)", "pretrain", "configs/pretrain/cpu.yaml", ("model.name=vit",)),
 )
 

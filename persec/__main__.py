@@ -1,3 +1,5 @@
+"""``python -m persec``: the ``persec`` console script (:func:`persec.cli.main`)."""
+
 import sys
 
 from persec.cli import main

@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from persec import __version__
+from persec._version import __version__
 from persec.errors import PersecError
 
 # Order here is the order in `persec --help`.
@@ -41,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``persec`` parser, with every subcommand of ``COMMANDS`` registered."""
     parser = _Parser(
         prog="persec",
         description="persec: self-supervised pretraining (PerSec) for scene-text recognition. "
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit status.
+
+    Stray ``key=value`` overrides after other options are folded back into the
+    command's overrides; with no subcommand, print the help and return 2. A
+    :class:`~persec.errors.PersecError` prints one line and returns 2, a broken pipe
+    returns 0 and Ctrl-C returns 130.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse takes a run of positionals once: `a=1 --flag X b=2` leaves `b=2` over.

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,25 +34,15 @@ def load_config(
 
     Args:
         schema: a dataclass type whose fields (and nested dataclasses) are the config.
-        path: optional YAML file merged onto the defaults.
+        path: optional YAML file merged onto the defaults. A file may start from another
+            with ``base: OTHER.yaml`` (relative to it), stating only what differs.
         overrides: ``key=value`` strings, e.g. ``trainer.max_steps=100``, applied last.
 
     Raises:
         ConfigError: missing file, invalid YAML, unknown key or wrong type.
     """
     base = OmegaConf.structured(schema)
-    layers: list[Any] = []
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
-        layers.append(data)
+    layers: list[Any] = [] if path is None else read_yaml_layers(Path(path))
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
@@ -62,6 +54,32 @@ def load_config(
     except OmegaConfBaseException as e:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(f"bad config{where}: {_describe(e)}") from e
+
+
+def read_yaml_layers(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict]:
+    """The mappings a config file stands for, in merge order: its ``base:`` chain
+    first (each path relative to the file naming it), then the file without ``base``.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, a non-mapping, or a ``base`` cycle.
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"config base cycle: {chain}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    parent = data.pop("base", None)
+    if parent is None:
+        return [data]
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: base must be a path to another config file, got {parent!r}")
+    return [*read_yaml_layers(path.parent / parent, (*_seen, path.resolve())), data]
 
 
 def load_config_dict(schema: type[T], data: dict, source: str = "config") -> T:
@@ -87,3 +105,54 @@ def to_dict(config: Any) -> dict:
 def save_config(config: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML (the form ``load_config`` reads back)."""
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def field_help(schema: type) -> dict[str, str]:
+    """Each field of a config dataclass → the first line of its entry under
+    ``Attributes:`` in the class docstring (base classes' entries too)."""
+    helps: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        doc = inspect.getdoc(cls) if dataclasses.is_dataclass(cls) else None
+        if not doc or "Attributes:" not in doc:
+            continue
+        section = doc.split("Attributes:", 1)[1]
+        names: list[str] = []
+        for line in section.splitlines():
+            # "name: help", "name (type): help", or grouped: "a, b: help" / "a / b: help"
+            match = re.match(r"^ {4}(\w+(?:(?:, | / )\w+)*)(?: \([^)]*\))?: (.*)$", line)
+            if match:
+                names = re.split(r", | / ", match.group(1))
+                for name in names:
+                    helps[name] = match.group(2).strip()
+            elif names and line.startswith(" " * 8):
+                for name in names:
+                    helps[name] += " " + line.strip()  # a wrapped entry
+            elif line.strip() and not line.startswith(" "):
+                break  # the next section
+    for name, text in helps.items():  # the first sentence
+        sentence = re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=\.)\s", text, maxsplit=1)[0]
+        helps[name] = sentence if len(sentence) <= 110 else sentence[:107] + "..."
+    return helps
+
+
+def describe_config(config: Any, indent: int = 0) -> str:
+    """A config dataclass as YAML that ``load_config`` reads back, each key followed by
+    its one-line help (:func:`field_help`) as a comment: ``--print-config``."""
+    helps = field_help(type(config))
+    lines = []
+    pad = " " * indent
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        comment = f"  # {helps[f.name]}" if f.name in helps else ""
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:{comment}")
+            lines.append(describe_config(value, indent + 2))
+        else:
+            text = yaml.safe_dump(
+                to_dict(value) if dataclasses.is_dataclass(value) else value,
+                default_flow_style=True,
+                width=10_000,
+            ).strip()
+            text = text.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{f.name}: {text}{comment}")
+    return "\n".join(lines)

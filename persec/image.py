@@ -144,4 +144,5 @@ class ToTensor:
         self.config = config
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Convert ``image`` with :func:`to_tensor` -> (C, H, W) float in [-1, 1]."""
         return to_tensor(image, self.config)  # (C, H, W)

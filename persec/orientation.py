@@ -59,6 +59,7 @@ class OrientedTransform:
         self.transform, self.orient = transform, orient
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Transform each orientation variant of ``image`` -> (K, C, H, W)."""
         versions = orientation_variants(image, self.orient)
         return torch.stack([self.transform(v) for v in versions])  # (K, C, H, W)
 

@@ -11,7 +11,7 @@ LEVELS = ("stroke", "semantic", "seqclr")  # seqclr: one "level", the NT-Xent ta
 
 
 def pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    """The pyplot module of matplotlib, on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,13 +53,13 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 def plot_pretrain_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     """Contrastive accuracy, contrastive loss and (PerSec only) prob perplexity per
     level, train and validation, as one PNG (the chance level dotted); then, when
-    logged, the linear probe, the effective rank and the leak test (persec.probe)."""
+    logged, the linear probe, the effective rank and the leak test (persec.training.probe)."""
     plt = pyplot()
     series = read_metrics(metrics_csv)
     panels = [("acc", "contrastive accuracy"), ("contrastive", "contrastive loss")]
     if any(key.endswith("/prob_ppl") for key in series):
         panels.append(("prob_ppl", "prob perplexity"))
-    # The frozen-encoder diagnostics (persec.probe), when the run logged them.
+    # The frozen-encoder diagnostics (persec.training.probe), when the run logged them.
     extra = [
         (title, keys)
         for title, keys in (

@@ -27,6 +27,8 @@ def write_module(
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, unreadable or non-object file is a
+    :class:`~persec.errors.PersecError`."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as e:
@@ -39,6 +41,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_safetensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+    """The tensors in the safetensors file ``path``, loaded onto ``map_location``; a
+    missing or invalid file is a :class:`~persec.errors.PersecError`."""
     if not path.is_file():
         raise PersecError(f"weights file {path} not found")
     try:

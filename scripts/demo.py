@@ -2,7 +2,7 @@
 
 Render a held-out-font test set, PerSec-pretrain a small ResNet encoder on
 rendered images with their labels dropped, fine-tune a CNN-CTC recognizer from it on
-words rendered on the fly, then evaluate it and the shipped model (models/persec-small)
+words rendered on the fly, then evaluate it and the shipped model (persec/shipped/persec-small)
 on an explicit list of sets: the held-out fonts and, when ../shared/data is present,
 the *report* parts of IIIT5K and IC15 (data/splits) and real_demo. Statistics are
 printed for the same sets. No handwriting: there is no handwriting model yet.
@@ -116,7 +116,7 @@ def main() -> None:
     # on the 500 crops it held out, now the select and report parts (README, "Real data").
     shipped_sets = [str(out / "synth-test"), *real_sets]
     step(
-        "evaluate the shipped model (no --model: models/persec-small)",
+        "evaluate the shipped model (no --model: persec/shipped/persec-small)",
         ["eval", "--data", *shipped_sets, "--out", str(out / "eval-shipped")],
     )
     crops = sorted((REAL_DATA / "real_demo" / "images").glob("*"))[:4]

@@ -43,11 +43,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if command == "pretrain":
-        from persec.pretrain import PretrainConfig, pretrain
+        from persec.training.pretrain import PretrainConfig, pretrain
 
         pretrain(load_config(PretrainConfig, None, overrides), callbacks=[Probe(out)])
     else:
-        from persec.finetune import FinetuneConfig, finetune
+        from persec.training.finetune import FinetuneConfig, finetune
 
         finetune(load_config(FinetuneConfig, None, overrides), callbacks=[Probe(out)])
 

@@ -1,4 +1,4 @@
-"""``persec.training.keep_freed_memory``: glibc keeps a freed 64 MB tensor's pages in
+"""``persec.training.trainer.keep_freed_memory``: glibc keeps a freed 64 MB tensor's pages in
 the process (in a fresh interpreter: the setting is process-wide)."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from persec.training import TrainerConfig
+from persec.training.trainer import TrainerConfig
 
 PROBE = """
 import os, torch
-from persec.training import keep_freed_memory
+from persec.training.trainer import keep_freed_memory
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -6,15 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from persec.models.attention import (
+from persec.models.aggregator import (
     AggregatorConfig,
     ContextAggregator,
-    WindowAttention1d,
-    WindowAttention2d,
     WindowTransformerBlock,
     resolve_window,
 )
-from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.attention import WindowAttention1d, WindowAttention2d
+from persec.models.encoders.base import EncoderConfig, build_encoder
 
 DIM, HEADS = 32, 4
 

@@ -10,8 +10,8 @@ import torch
 
 from persec import precision
 from persec.config import load_config
-from persec.finetune import FinetuneConfig
-from persec.training import TrainerConfig, settle_precision
+from persec.training.finetune import FinetuneConfig
+from persec.training.trainer import TrainerConfig, settle_precision
 
 
 @pytest.fixture

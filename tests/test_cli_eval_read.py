@@ -20,14 +20,15 @@ import torch
 from data_factory import parseq_entries, truncated_png, write_gt_folder, write_raw_lmdb
 from PIL import Image
 
-import persec.evaluate
 from persec.data.gtfile import read_pred_file
+from persec.data.layouts import find_datasets
 from persec.errors import DataError
-from persec.evaluate import evaluate, find_datasets, load_model, write_results
+from persec.evaluation.evaluate import evaluate, write_results
 from persec.image import to_tensor
-from persec.inference import list_images, read_images
-from persec.models.decoders import DecoderConfig
-from persec.models.encoders import EncoderConfig
+from persec.inference.model import load_model
+from persec.inference.read import list_images, read_images
+from persec.models.decoders.base import DecoderConfig
+from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
 
@@ -238,8 +239,8 @@ def test_missing_model_is_one_line_error(run_cli, bench, tmp_path, command, monk
     assert code == 2
     assert err == f"persec {command}: error: model directory {tmp_path / 'nope'} does not exist\n"
 
-    shipped = tmp_path / "repo" / "models" / "persec-small"
-    monkeypatch.setattr(persec.evaluate, "default_model_dir", lambda: shipped)
+    shipped = tmp_path / "elsewhere" / "persec-small"
+    monkeypatch.setenv("PERSEC_MODEL", str(shipped))  # the documented override
     code, out, err = run_cli([command, *data])
     assert code == 2
     assert err.count("\n") == 1

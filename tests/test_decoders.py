@@ -8,13 +8,10 @@ import pytest
 import torch
 
 from persec.charset import Charset
-from persec.models.decoders import (
-    AttentionDecoder,
-    CTCDecoder,
-    DecoderConfig,
-    build_decoder,
-)
-from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.decoders.attn import AttentionDecoder
+from persec.models.decoders.base import DecoderConfig, build_decoder
+from persec.models.decoders.ctc import CTCDecoder
+from persec.models.encoders.base import EncoderConfig, build_encoder
 
 CHARSET = Charset.from_spec("36_lowercase")
 N = len(CHARSET)
@@ -66,7 +63,7 @@ def test_build_decoder() -> None:
     assert isinstance(ctc, CTCDecoder) and ctc.rnn is None
     attn = build_decoder(DecoderConfig(name="attn", d_model=32, heads=4, max_length=9), 24, CHARSET)
     assert isinstance(attn, AttentionDecoder) and attn.max_length == 9
-    with pytest.raises(ValueError, match="ctc, attn"):
+    with pytest.raises(ValueError, match="use one of attn, ctc"):
         build_decoder(DecoderConfig(name="rnn"), 24, CHARSET)
 
 

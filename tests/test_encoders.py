@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from persec.models.attention import ContextAggregator
-from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.aggregator import ContextAggregator
+from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.models.features import Features
 
 FAMILIES = ("resnet", "vit")

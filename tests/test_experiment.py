@@ -113,7 +113,7 @@ def test_seeds_snapshots_curve_and_probe(grid, tmp_path) -> None:
     """Two seeds per cell, a snapshot at step 1 of the 2-step pretrainings, a
     1-label-fraction curve and the linear probe of every encoder: the rows say which
     run each is, the table gives mean ± std, and the curve has steps 0, 1 and 2."""
-    from persec.probe import ProbeConfig
+    from persec.training.probe import ProbeConfig
 
     config = ExperimentConfig(
         **{

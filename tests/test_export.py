@@ -21,20 +21,16 @@ from torch import nn
 
 from persec import cli
 from persec.charset import Charset
-from persec.data.fonts import available_fonts
-from persec.data.synth import WordRenderer
+from persec.data.render.fonts import available_fonts
+from persec.data.render.synth import WordRenderer
 from persec.errors import PersecError
-from persec.export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    OnnxRecognizer,
-    check_parity,
-    export_onnx,
-    sidecar_path,
-)
 from persec.image import ImageConfig, to_tensor
-from persec.models.decoders import AttentionDecoder, DecoderConfig, decode_ctc
-from persec.models.encoders import EncoderConfig
+from persec.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, sidecar_path
+from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
+from persec.models.decoders.attn import AttentionDecoder
+from persec.models.decoders.base import DecoderConfig
+from persec.models.decoders.ctc import decode_ctc
+from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
 ATOL = 1e-4

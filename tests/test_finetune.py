@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from persec.data.module import label_subset
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
-from persec.systems import OptimConfig, lr_factor
+from persec.training.systems import OptimConfig, lr_factor
 
 TINY = [
     "model.encoder.size=tiny",
@@ -87,7 +87,7 @@ def test_lr_schedule_warmup_then_cosine():
 def test_optimizer_is_fused_on_cpu_and_matches_the_loop(name):
     """build_optimizer picks torch's fused kernel on CPU; the updates are the ones
     of the per-parameter loop up to float rounding."""
-    from persec.systems import build_optimizer
+    from persec.training.systems import build_optimizer
 
     config = OptimConfig(name=name, lr=0.05, weight_decay=0.01)
     torch.manual_seed(0)
@@ -247,7 +247,7 @@ def test_augment_changes_training_batches_only(words, tmp_path):
     import lightning as L
 
     from persec.config import load_config
-    from persec.finetune import FinetuneConfig, TrainAugmentConfig, finetune
+    from persec.training.finetune import FinetuneConfig, TrainAugmentConfig, finetune
 
     assert TrainAugmentConfig().crop_prob == 0.0 and not TrainAugmentConfig().enabled
     seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}

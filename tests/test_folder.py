@@ -19,15 +19,9 @@ from data_factory import (
 )
 from torch.utils.data import DataLoader
 
-from persec.data.dataset import (
-    MISSING_FILE,
-    UNDECODABLE,
-    Skipped,
-    SkipReport,
-    collate_samples,
-    open_dataset,
-)
+from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped, SkipReport, collate_samples
 from persec.data.folder import FolderDataset, ImageFolderDataset, folder_to_lmdb
+from persec.data.layouts import open_dataset
 from persec.data.lmdb import LmdbDataset
 from persec.errors import DataError
 

@@ -38,8 +38,8 @@ from persec.data.dataset import (
     UNDECODABLE,
     SkipReport,
     collate_samples,
-    open_dataset,
 )
+from persec.data.layouts import open_dataset
 from persec.data.lmdb import LmdbDataset
 from persec.errors import DataError, PersecError
 from persec.image import DEFAULT_MAX_PIXELS, ImageConfig, ImageDecodeError, ToTensor, decode_image
@@ -362,8 +362,8 @@ def _one_line_refusal(code: int, err: str, command: str, *fragments: str) -> Non
 
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
 def test_init_encoder_payload_is_refused_unrun(tmp_path, run_cli, writer):
-    from persec.finetune import FinetuneConfig
     from persec.models.recognizer import ENCODER_WEIGHTS, Recognizer
+    from persec.training.finetune import FinetuneConfig
 
     # A real encoder.json that fits the model, beside a payload named encoder.safetensors.
     config = load_config(FinetuneConfig, None, FINETUNE_TINY)
@@ -381,8 +381,8 @@ def test_init_encoder_payload_is_refused_unrun(tmp_path, run_cli, writer):
 
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
 def test_model_payload_is_refused_unrun_by_read(tmp_path, run_cli, writer):
-    from persec.finetune import FinetuneConfig
     from persec.models.recognizer import WEIGHTS, Recognizer
+    from persec.training.finetune import FinetuneConfig
 
     Recognizer(load_config(FinetuneConfig, None, FINETUNE_TINY).model).save(tmp_path / "m")
     marker = tmp_path / "pwned"
@@ -396,7 +396,12 @@ def test_model_payload_is_refused_unrun_by_read(tmp_path, run_cli, writer):
 @pytest.mark.parametrize("poisoned", ["encoder.safetensors", "perceivers.safetensors"])
 def test_pretraining_output_payload_is_refused_unrun(tmp_path, run_cli, poisoned):
     from persec.models.recognizer import save_encoder
-    from persec.pretrain import PretrainConfig, build_pretraining, load_pretrained, save_perceivers
+    from persec.training.pretrain import (
+        PretrainConfig,
+        build_pretraining,
+        load_pretrained,
+        save_perceivers,
+    )
 
     config = load_config(PretrainConfig, None, PRETRAIN_TINY)
     encoder, objective = build_pretraining(config)
@@ -412,7 +417,7 @@ def test_pretraining_output_payload_is_refused_unrun(tmp_path, run_cli, poisoned
 
 
 def test_best_checkpoint_reader_refuses_payload_unrun(tmp_path, monkeypatch):
-    from persec.training import read_checkpoint_state
+    from persec.training.trainer import read_checkpoint_state
 
     # Even where torch is told to default to unsafe loading, the reader asks for safety.
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

@@ -13,17 +13,17 @@ import pytest
 import torch
 
 from persec.charset import Charset, CTCTokenizer
-from persec.decoding import search_decoding
+from persec.decoding.lm import CharNgramLM, ctc_beam_decode, english_word_lm
 from persec.errors import PersecError
-from persec.models.decoders import (
+from persec.evaluation.tune_decoding import search_decoding
+from persec.models.decoders.base import (
     DecoderConfig,
     build_decoder,
     check_decoding,
-    decode_ctc,
     describe_decoding,
 )
-from persec.models.encoders import EncoderConfig
-from persec.models.lm import CharNgramLM, ctc_beam_decode, english_word_lm
+from persec.models.decoders.ctc import decode_ctc
+from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
 AB = Charset("ab")
@@ -190,7 +190,7 @@ def test_search_decoding_picks_the_best_and_keeps_greedy_on_ties():
         return lm if cfg.lm_weight > 0 else None
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("persec.models.decoders.decoding_lm", fake_lm)
+        mp.setattr("persec.models.decoders.ctc.decoding_lm", fake_lm)
         best, trials = search_decoding(
             logits, ["ab", "ab"], base, AB, AB, 4, [0.0, 1.0], [0.0], progress=False
         )
@@ -205,7 +205,7 @@ def test_search_decoding_picks_the_best_and_keeps_greedy_on_ties():
 
 
 def test_history_cache_is_capped(monkeypatch):
-    monkeypatch.setattr("persec.models.lm.CACHE_SIZE", 5)
+    monkeypatch.setattr("persec.decoding.lm.CACHE_SIZE", 5)
     lm = CharNgramLM(["abba", "baab"], order=3, alphabet="ab")
     for history in ["", "a", "b", "aa", "ab", "ba", "bb", "aab", "abb"]:
         probs = lm.log_probs(history)

@@ -27,14 +27,8 @@ from data_factory import (
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from persec.data.dataset import (
-    MISSING_KEY,
-    UNDECODABLE,
-    Skipped,
-    SkipReport,
-    collate_samples,
-    open_dataset,
-)
+from persec.data.dataset import MISSING_KEY, UNDECODABLE, Skipped, SkipReport, collate_samples
+from persec.data.layouts import open_dataset
 from persec.data.lmdb import LmdbDataset, close_envs, find_lmdbs, shared_env, write_lmdb
 from persec.errors import DataError
 from persec.image import ImageConfig, ImageDecodeError, ToTensor, decode_image, encode_image

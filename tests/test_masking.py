@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from persec.models.masking import apply_mask, mask_count, span_mask
+from persec.objectives.masking import apply_mask, mask_count, span_mask
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persec.models.encoders import EncoderConfig, build_encoder
-from persec.models.perceiver import PerceiverConfig
-from persec.models.quantizer import QuantizerConfig
+from persec.models.encoders.base import EncoderConfig, build_encoder
+from persec.objectives.perceiver import PerceiverConfig
 from persec.objectives.persec import PersecConfig, PersecObjective
+from persec.objectives.quantizer import QuantizerConfig
 
 
 def _setup(levels: str = "both", **kw) -> tuple:
@@ -137,7 +137,7 @@ def test_vit_encoder_pretrains_too() -> None:
 
 
 def test_mask_columns_hides_whole_frames_and_nothing_else() -> None:
-    from persec.models.masking import mask_columns
+    from persec.objectives.masking import mask_columns
 
     images = _images(b=3)
     masked, mask = mask_columns(images, 32, 0.4, 3, value=0.0,
@@ -170,7 +170,7 @@ def test_unknown_mask_at_is_named() -> None:
 
 
 def test_roll_columns_rolls_each_image_by_its_own_shift() -> None:
-    from persec.models.masking import roll_columns
+    from persec.objectives.masking import roll_columns
 
     x = torch.arange(2 * 5).view(2, 1, 5).float()  # two rows 0..4 and 5..9
     rolled = roll_columns(x, torch.tensor([1, -2]))

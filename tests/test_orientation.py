@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from persec.evaluate import evaluate
+from persec.evaluation.evaluate import evaluate
 from persec.image import ImageConfig
-from persec.inference import read_images
-from persec.models.decoders import DecoderConfig
-from persec.models.encoders import EncoderConfig
+from persec.inference.read import read_images
+from persec.models.decoders.base import DecoderConfig
+from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.orientation import (
     KEEP_UPRIGHT,

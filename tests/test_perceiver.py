@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-from persec.models.attention import AggregatorConfig, ContextAggregator
-from persec.models.perceiver import (
-    ContextPerceiver,
-    PerceiverConfig,
-    contrastive_loss,
-    grad_multiply,
-    sample_negatives,
-)
-from persec.models.quantizer import QuantizerConfig
+from persec.models.aggregator import AggregatorConfig, ContextAggregator
+from persec.objectives.contrastive import contrastive_loss, sample_negatives
+from persec.objectives.perceiver import ContextPerceiver, PerceiverConfig, grad_multiply
+from persec.objectives.quantizer import QuantizerConfig
 
 
 # --------------------------------------------------------------------------- sampling
@@ -166,7 +161,7 @@ def test_masked_features_do_not_leak_into_their_context() -> None:
     z = torch.randn(2, 20, 8)
     mask = torch.zeros(2, 20, dtype=torch.bool)
     mask[:, [3, 9, 15]] = True
-    from persec.models.masking import apply_mask
+    from persec.objectives.masking import apply_mask
 
     seen = agg(apply_mask(z, mask, perceiver.mask_embedding))
     z2 = z.clone()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.objectives.persec import PersecConfig, PersecObjective
-from persec.training import compile_encoder
+from persec.training.trainer import compile_encoder
 
 LABELS = ["river", "43", "quay", "station"]
 

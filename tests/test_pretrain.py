@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from persec.models.recognizer import Recognizer
-from persec.pretrain import PretrainConfig, load_pretrained
+from persec.training.pretrain import PretrainConfig, load_pretrained
 
 TINY = [
     "model.size=tiny",
@@ -272,8 +272,8 @@ def test_a_killed_pretraining_resumes_from_its_last_validation(words, tmp_path) 
     from lightning.pytorch.callbacks import Callback
 
     from persec.config import load_config
-    from persec.pretrain import pretrain
-    from persec.training import last_checkpoint, load_checkpoint_safely
+    from persec.training.pretrain import pretrain
+    from persec.training.trainer import last_checkpoint, load_checkpoint_safely
 
     run = tmp_path / "run"
     stale = run / "snapshots" / "step-2"

@@ -1,4 +1,4 @@
-"""persec.probe: effective rank, the linear CTC probe and the leak classifiers on
+"""persec.training.probe: effective rank, the linear CTC probe and the leak classifiers on
 hand-made features whose answers are known, and `persec probe` on a tiny run."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import torch
 
 from persec.charset import Charset
-from persec.probe import (
+from persec.training.probe import (
     ProbeConfig,
     _code_accuracy,
     _fit_linear_ctc,
@@ -64,7 +64,7 @@ def test_code_accuracy_finds_codes_that_the_inputs_hold_and_not_others():
 
 
 def test_position_accuracy_tells_position_from_content():
-    from persec.probe import position_accuracy
+    from persec.training.probe import position_accuracy
 
     g = torch.Generator().manual_seed(3)
     n, t = 200, 8
@@ -96,7 +96,7 @@ def test_probe_command_on_a_pretraining_output(tmp_path, run_cli):
 
 
 def test_nearest_unmasked_neighbours_skip_masked_ones():
-    from persec.probe import nearest_unmasked
+    from persec.training.probe import nearest_unmasked
 
     mask = torch.tensor([[False, True, True, False, True, False],
                          [True, False, False, False, False, True]])  # fmt: skip

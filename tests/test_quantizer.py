@@ -7,11 +7,7 @@ import math
 import pytest
 import torch
 
-from persec.models.quantizer import (
-    GumbelProductQuantizer,
-    QuantizerConfig,
-    gumbel_temperature,
-)
+from persec.objectives.quantizer import GumbelProductQuantizer, QuantizerConfig, gumbel_temperature
 
 G, V, IN, CODE = 2, 16, 12, 8
 
@@ -160,7 +156,7 @@ def test_fp32_outputs_under_bf16_autocast(training: bool) -> None:
 
 
 def test_gumbel_noise_has_the_gumbel_distribution() -> None:
-    from persec.models.quantizer import _gumbel_noise
+    from persec.objectives.quantizer import _gumbel_noise
 
     noise = _gumbel_noise(torch.empty(200_000, 3), _gen(5))
     assert torch.isfinite(noise).all()

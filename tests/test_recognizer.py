@@ -15,8 +15,8 @@ from PIL import Image
 
 from persec.charset import PRESETS
 from persec.errors import PersecError
-from persec.models.decoders import DecoderConfig
-from persec.models.encoders import EncoderConfig
+from persec.models.decoders.base import DecoderConfig
+from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import (
     CONFIG,
     ENCODER_CONFIG,

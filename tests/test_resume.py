@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 from test_finetune import TINY as FINETUNE_BASE
 from test_pretrain import TINY as PRETRAIN_BASE
 
-from persec.callbacks import capture_rng, restore_rng
 from persec.config import load_config
 from persec.data.sampler import ResumableSampler
 from persec.errors import PersecError
-from persec.finetune import FinetuneConfig, finetune
-from persec.pretrain import PretrainConfig, pretrain
-from persec.training import AtomicCheckpointIO, _merge_metrics
+from persec.training.callbacks import capture_rng, restore_rng
+from persec.training.finetune import FinetuneConfig, finetune
+from persec.training.pretrain import PretrainConfig, pretrain
+from persec.training.trainer import AtomicCheckpointIO, _merge_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

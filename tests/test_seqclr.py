@@ -8,15 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from persec.models.encoders import EncoderConfig, build_encoder
-from persec.objectives.seqclr import (
-    AugmentConfig,
-    SeqCLRConfig,
-    SeqCLRObjective,
-    augment,
-    instance_map,
-    nt_xent,
-)
+from persec.data.augment import AugmentConfig, augment
+from persec.models.encoders.base import EncoderConfig, build_encoder
+from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective, instance_map, nt_xent
 
 OFF = AugmentConfig(
     contrast_prob=0.0,

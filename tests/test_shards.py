@@ -20,15 +20,9 @@ from PIL import Image
 
 from persec.data.dataset import LABEL_NOT_UTF8, MISSING_FILE, UNDECODABLE, collate_samples
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
-from persec.data.shards import (
-    UNREADABLE_SHARD,
-    ShardStream,
-    StreamLoader,
-    assign_shards,
-    buffered_shuffle,
-    list_shards,
-    write_shards,
-)
+from persec.data.shards.format import UNREADABLE_SHARD, list_shards
+from persec.data.shards.stream import ShardStream, StreamLoader, assign_shards, buffered_shuffle
+from persec.data.shards.write import write_shards
 from persec.errors import DataError, PersecError
 from persec.image import ImageConfig, ToTensor
 

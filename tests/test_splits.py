@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from data_factory import png
 
-from persec.data.dataset import open_dataset
 from persec.data.folder import holdout_indices
 from persec.data.gtfile import read_gt_file
+from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import check_split, make_split, parse_part, read_list, write_split
 from persec.errors import DataError
-from persec.evaluate import find_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "data" / "splits"

@@ -15,10 +15,18 @@ import pytest
 from torch.utils.data import DataLoader
 
 from persec.charset import Charset
-from persec.data import fonts as fonts_mod
-from persec.data.fonts import FontFace, available_fonts, family_group, split_fonts, validate_font
-from persec.data.synth import HardSynthConfig, SynthConfig, SynthDataset, WordRenderer
-from persec.data.words import WordConfig, WordSampler
+from persec.data.render import fonts as fonts_mod
+from persec.data.render.config import HardSynthConfig, SynthConfig
+from persec.data.render.dataset import SynthDataset
+from persec.data.render.fonts import (
+    FontFace,
+    available_fonts,
+    family_group,
+    split_fonts,
+    validate_font,
+)
+from persec.data.render.synth import WordRenderer
+from persec.data.render.words import WordConfig, WordSampler
 from persec.errors import PersecError
 
 MPL_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"

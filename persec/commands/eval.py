@@ -6,17 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from persec.commands.options import (
+    add_command,
+    add_greedy_argument,
+    add_model_argument,
+    add_protocol_arguments,
+    add_runtime_arguments,
+)
 from persec.data.dataset import SkipReport
 from persec.errors import PersecError
-from persec.evaluate import (
-    default_model_dir,
-    evaluate,
-    load_model,
-    resolve_device,
-    write_results,
-)
+from persec.evaluation.evaluate import evaluate, write_results
+from persec.hub import default_model_dir
+from persec.inference.model import load_model, resolve_device
 from persec.metrics import eval_charset, format_table
-from persec.models.decoders import describe_decoding
+from persec.models.decoders.base import describe_decoding
 from persec.orientation import ORIENTATIONS, TALL_RATIO
 
 HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"
@@ -41,70 +44,15 @@ OUT defaults to ./eval-{default_model_dir().name}/ (the package folder is left a
 """
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    """The evaluation-protocol options shared by ``eval`` and ``score``."""
-    parser.add_argument(
-        "--charset",
-        metavar="SPEC",
-        help="eval charset: 36_lowercase, 62_mixed, 94_full or a file with one character "
-        "per line; overrides --cased/--punctuation",
-    )
-    parser.add_argument("--cased", action="store_true", help="compare case (62_mixed)")
-    parser.add_argument(
-        "--punctuation", action="store_true", help="keep ASCII punctuation (94_full when --cased)"
-    )
-    parser.add_argument(
-        "--max-length",
-        type=non_negative_int,
-        default=25,
-        metavar="N",
-        help="skip labels longer than N after mapping (default 25; 0: no limit)",
-    )
-
-
-def add_greedy_argument(parser: argparse.ArgumentParser) -> None:
-    """``--greedy``, shared by ``eval`` and ``read`` (see :meth:`Recognizer.use_greedy_decoding`)."""
-    parser.add_argument(
-        "--greedy",
-        action="store_true",
-        help="best-path CTC decoding, without the model's beam search and language model",
-    )
-
-
 def add_parser(subparsers) -> None:
     """Register ``eval`` on the ``persec`` subcommand parser."""
-    parser = subparsers.add_parser(
-        "eval",
-        help=HELP,
-        description=HELP[0].upper() + HELP[1:] + ".",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser = add_command(subparsers, "eval", HELP, EPILOG)
+    add_model_argument(parser)
     parser.add_argument(
         "--data", nargs="+", required=True, metavar="PATH", help="datasets or folders of datasets"
     )
     add_protocol_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=0, metavar="N", help="data loading processes"
-    )
+    add_runtime_arguments(parser, workers="data loading processes")
     parser.add_argument(
         "--orient",
         choices=ORIENTATIONS,
@@ -113,7 +61,6 @@ def add_parser(subparsers) -> None:
         "read tall crops turned 90 degrees both ways, as persec read does",
     )
     add_greedy_argument(parser)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--out",
         metavar="DIR",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from persec.commands import add_config_arguments
-from persec.config import load_config
+from persec.commands.options import add_config_arguments, command_config
 
 HELP = "run a label-efficiency experiment grid (pretrain, fine-tune, evaluate, report)"
 
@@ -38,9 +37,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    """Run the experiment grid (``--dry-run``: only list its cells); print results and summary."""
     from persec.experiment import ExperimentConfig, format_summary, run_experiment
 
-    config = load_config(ExperimentConfig, args.config, args.overrides)
+    config = command_config(ExperimentConfig, args)
+    if config is None:
+        return 0
     only = [m for m in args.only.split(",") if m]
     result = run_experiment(config, dry_run=args.dry_run, only=only)
     if not args.dry_run:

@@ -7,19 +7,17 @@ import argparse
 
 import torch
 
-from persec.commands.eval import positive_int
-from persec.errors import PersecError
-from persec.evaluate import default_model_dir, load_model
-from persec.export import (
-    DEFAULT_OPSET,
-    FORMATS,
-    OnnxRecognizer,
-    check_format,
-    check_parity,
-    export_model,
-    sidecar_path,
+from persec.commands.options import (
+    add_command,
+    add_model_argument,
+    positive_int,
 )
-from persec.inference import list_images
+from persec.errors import PersecError
+from persec.hub import default_model_dir
+from persec.inference.export import DEFAULT_OPSET, FORMATS, check_format, export_model, sidecar_path
+from persec.inference.model import load_model
+from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
+from persec.inference.read import list_images
 from persec.models.recognizer import Recognizer
 
 HELP = "export a saved model to ONNX (image -> logits), with a JSON sidecar for decoding"
@@ -28,7 +26,7 @@ EPILOG = f"""\
 Writes FILE (input 'images' (B, C, H, W) float32 in [-1, 1], B dynamic, H x W fixed by
 the model; output 'logits' (B, L, V)) and FILE.json (charset, image size, decoder kind,
 tensor names): enough to decode without persec's PyTorch model, or with
-persec.export.OnnxRecognizer. CTC models export their per-frame logits; attention models
+persec.inference.export.OnnxRecognizer. CTC models export their per-frame logits; attention models
 run their greedy loop for all max_length + 1 steps inside the graph.
 
 --check runs PyTorch and onnxruntime on the same images (the files given, or 16 words
@@ -43,14 +41,8 @@ CHECK_RENDERED = 16
 
 def add_parser(subparsers) -> None:
     """Register ``export`` on the ``persec`` subcommand parser."""
-    parser = subparsers.add_parser(
-        "export",
-        help=HELP,
-        description=HELP[0].upper() + HELP[1:] + ".",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
+    parser = add_command(subparsers, "export", HELP, EPILOG)
+    add_model_argument(parser)
     parser.add_argument(
         "--format", default="onnx", help=f"export format: {', '.join(FORMATS)} (default: onnx)"
     )
@@ -107,7 +99,7 @@ def _check_images(model: Recognizer, inputs: list[str]) -> tuple[torch.Tensor, s
     if inputs:
         paths = list_images(inputs)
         return torch.stack([model.preprocess(p) for p in paths]), "given images"
-    from persec.data.synth import WordRenderer  # font discovery only when rendering
+    from persec.data.render.synth import WordRenderer  # font discovery only when rendering
 
     renderer = WordRenderer(split="test", seed=0)
     crops = [renderer.render(i)[0] for i in range(CHECK_RENDERED)]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from persec.commands import add_config_arguments, training_overrides
-from persec.config import load_config
+from persec.commands.options import add_config_arguments, command_config, training_overrides
 
 HELP = "train a recognizer (from scratch or a pretrained encoder)"
 
@@ -14,7 +13,7 @@ def add_parser(subparsers) -> None:
         "finetune",
         help=HELP,
         description="Train a recognizer with Lightning. Settings are the fields of "
-        "persec.finetune.FinetuneConfig, from --config and key=value overrides "
+        "persec.training.finetune.FinetuneConfig, from --config and key=value overrides "
         "(e.g. trainer.max_steps=2000 output_dir=runs/x data.synth_train=100000). "
         "The best model (validation word accuracy) is saved to OUTPUT_DIR/model/.",
     )
@@ -25,7 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--init-model",
         metavar="DIR",
-        help="go on training a saved model (e.g. models/persec-small) on your data; "
+        help="go on training a saved model (e.g. persec/shipped/persec-small) on your data; "
         "its architecture replaces the config's model",
     )
     parser.add_argument(
@@ -43,7 +42,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from persec.finetune import FinetuneConfig, finetune
+    """Fine-tune a recognizer from the config and flags; print the steps, time and best accuracy."""
+    from persec.training.finetune import FinetuneConfig, finetune
 
     overrides = training_overrides(args)
     if args.init_encoder:
@@ -54,7 +54,9 @@ def run(args) -> int:
         overrides.append("freeze_encoder=true")
     if args.label_fraction is not None:
         overrides.append(f"data.label_fraction={args.label_fraction}")
-    config = load_config(FinetuneConfig, args.config, overrides)
+    config = command_config(FinetuneConfig, args, overrides)
+    if config is None:
+        return 0
     result = finetune(config)
     acc = (
         f", best validation word accuracy {result.best_val_word_acc:.2f}%"

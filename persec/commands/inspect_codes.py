@@ -40,13 +40,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    """Compute the quantizer codes of ``--data`` images, write the two plots and print usage."""
     import torch
 
-    from persec.data.dataset import Skipped, open_dataset
-    from persec.diagnostics import compute_codes, plot_code_maps, plot_code_usage
+    from persec.data.dataset import Skipped
+    from persec.data.layouts import open_dataset
     from persec.errors import PersecError
     from persec.image import ToTensor
-    from persec.pretrain import load_pretrained
+    from persec.objectives.inspect import compute_codes, plot_code_maps, plot_code_usage
+    from persec.training.pretrain import load_pretrained
 
     if args.n < 1 or args.usage_images < 1:
         raise PersecError("--n and --usage-images must be at least 1")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from persec.commands import add_config_arguments, training_overrides
-from persec.config import load_config
+from persec.commands.options import add_config_arguments, command_config, training_overrides
 
 HELP = "pretrain an encoder on unlabelled images (PerSec, or SeqCLR)"
 
@@ -15,7 +14,7 @@ def add_parser(subparsers) -> None:
         help=HELP,
         description="Pretrain an encoder with the stroke and semantic context perceivers "
         "(PerSec), or with the SeqCLR baseline (objective=seqclr). "
-        "Settings are the fields of persec.pretrain.PretrainConfig, from --config and "
+        "Settings are the fields of persec.training.pretrain.PretrainConfig, from --config and "
         "key=value overrides (e.g. trainer.max_steps=2000 output_dir=runs/x "
         "persec.levels=stroke data.train=[/data/unlabelled]). Writes "
         "OUTPUT_DIR/encoder.safetensors (for `persec finetune --init-encoder`), "
@@ -26,10 +25,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from persec.pretrain import PretrainConfig, pretrain
+    """Pretrain an encoder from the config; print the steps, time and final validation numbers."""
+    from persec.training.pretrain import PretrainConfig, pretrain
 
     overrides = training_overrides(args)
-    config = load_config(PretrainConfig, args.config, overrides)
+    config = command_config(PretrainConfig, args, overrides)
+    if config is None:
+        return 0
     result = pretrain(config)
     parts = []
     for level in ("stroke", "semantic", "seqclr"):

@@ -1,5 +1,5 @@
 """``persec probe``: a frozen linear probe, effective rank and leak test of a
-pretrained encoder (:mod:`persec.probe`)."""
+pretrained encoder (:mod:`persec.training.probe`)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    """Probe a pretrained encoder, print each number and optionally write them as JSON."""
     from persec.errors import PersecError
     from persec.precision import cpu_bf16_support
-    from persec.pretrain import load_pretrained
-    from persec.probe import ProbeConfig, make_probe_set, run_probe
+    from persec.training.pretrain import load_pretrained
+    from persec.training.probe import ProbeConfig, make_probe_set, run_probe
 
     if args.train_images < 1 or args.test_images < 1 or args.steps < 1:
         raise PersecError("--train-images, --test-images and --steps must be >= 1")

@@ -7,10 +7,16 @@ import sys
 
 from tqdm import tqdm
 
-from persec.commands.eval import add_greedy_argument, non_negative_int, positive_int
+from persec.commands.options import (
+    add_command,
+    add_greedy_argument,
+    add_model_argument,
+    add_runtime_arguments,
+)
 from persec.errors import PersecError
-from persec.evaluate import default_model_dir, load_model, resolve_device
-from persec.inference import Reading, list_images, read_images
+from persec.hub import default_model_dir
+from persec.inference.model import load_model, resolve_device
+from persec.inference.read import Reading, list_images, read_images
 from persec.orientation import KEEP_UPRIGHT, ORIENTATIONS, TALL_RATIO
 
 HELP = "recognise images: one 'path<TAB>text<TAB>confidence' line per image"
@@ -36,21 +42,11 @@ as they are (like --orient none).
 
 def add_parser(subparsers) -> None:
     """Register ``read`` on the ``persec`` subcommand parser."""
-    parser = subparsers.add_parser(
-        "read",
-        help=HELP,
-        description=HELP[0].upper() + HELP[1:] + ".",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "read", HELP, EPILOG)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument("--model", metavar="DIR", help="saved model (default: the shipped one)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
-    parser.add_argument(
-        "--workers", type=non_negative_int, default=0, metavar="N", help="image decoding processes"
-    )
+    add_model_argument(parser)
+    add_runtime_arguments(parser, workers="image decoding processes")
     add_greedy_argument(parser)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--orient",
         choices=ORIENTATIONS,

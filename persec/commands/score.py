@@ -7,11 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from persec.commands.eval import add_protocol_arguments
-from persec.data.dataset import SkipReport, filter_label
-from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
+from persec.commands.options import add_protocol_arguments
 from persec.errors import PersecError
-from persec.metrics import ScoreAccumulator, eval_charset, format_table, scores_to_rows
+from persec.evaluation.score import file_score_row, score_files
+from persec.metrics import eval_charset, format_table
 
 HELP = "word accuracy, 1 - NED and CER of predictions against ground truth"
 
@@ -44,76 +43,31 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _dataset_name(gt: Path) -> str:
-    # `IIIT5K/gt.txt` is named after its folder; `iiit5k_test.txt` after itself.
-    if gt.stem.lower() in ("gt", "labels", "label") and gt.resolve().parent.name:
-        return gt.resolve().parent.name
-    return gt.stem
-
-
 def run(args: argparse.Namespace) -> int:
     """Score ``--pred`` against ``--gt``, print a table and optionally write JSON."""
     charset = eval_charset(args.cased, args.punctuation, args.charset)
-    gt_path, pred_path = Path(args.gt), Path(args.pred)
-    gt = read_gt_file(gt_path, unique=True)
-    preds = read_pred_file(pred_path, unique=True)
-    if not gt:
-        raise PersecError(f"{gt_path} holds no ground-truth lines")
-    matched = match_predictions(gt, preds)
-
-    name = args.name or _dataset_name(gt_path)
-    # The eval protocol's label filter (persec.evaluate reads datasets the same way).
-    report, keep = SkipReport(name), []
-    for i, (path, label) in enumerate(zip(matched.paths, matched.labels, strict=True)):
-        _, reason = filter_label(label, charset, args.max_length or None, remove_unsupported=True)
-        if reason is None:
-            keep.append(i)
-        else:
-            report.skip(reason, path)
-    report.keep(len(keep))
-    acc = ScoreAccumulator(name, charset)
-    acc.update(
-        [matched.preds[i] for i in keep],
-        [matched.labels[i] for i in keep],
-        [matched.confidences[i] for i in keep],
-    )
-    score = acc.compute()
-    unmatched = set(matched.missing)
-    missing = [matched.paths[i] for i in keep if matched.paths[i] in unmatched]
-
+    result = score_files(args.gt, args.pred, charset, args.max_length or None, args.name)
     print(f"eval charset: {charset.name} ({len(charset)} characters)")
-    print(format_table([score]))
-    if report.skipped:
-        print(f"skipped: {report.summary()}")
-    n_missing = len(missing)
-    print(f"missing predictions: {n_missing} of {score.samples} (scored as empty)")
-    if n_missing:
-        print(f"  first missing: {missing[0]}")
-    if matched.by_prefix:
-        print(f"matched by directory prefix: {matched.by_prefix}")
-    if matched.ignored:
+    print(format_table([result.score]))
+    if result.report.skipped:
+        print(f"skipped: {result.report.summary()}")
+    print(f"missing predictions: {len(result.missing)} of {result.score.samples} (scored as empty)")
+    if result.missing:
+        print(f"  first missing: {result.missing[0]}")
+    if result.by_prefix:
+        print(f"matched by directory prefix: {result.by_prefix}")
+    if result.ignored:
         print(
-            f"warning: {len(matched.ignored)} prediction(s) for paths not in {gt_path} ignored "
-            f"(first: {matched.ignored[0]})",
+            f"warning: {len(result.ignored)} prediction(s) for paths not in {args.gt} ignored "
+            f"(first: {result.ignored[0]})",
             file=sys.stderr,
         )
-
     if args.out:
-        result = {
-            **scores_to_rows([score])[0],
-            "missing": n_missing,
-            "skipped": report.skipped,
-            "skipped_by_reason": dict(sorted(report.counts.items())),
-            "ignored": len(matched.ignored),
-            "matched_by_prefix": matched.by_prefix,
-            "charset": charset.name,
-            "gt_file": str(gt_path),
-            "pred_file": str(pred_path),
-        }
+        row = {**file_score_row(result, charset), "gt_file": args.gt, "pred_file": args.pred}
         out = Path(args.out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            out.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             raise PersecError(f"cannot write {out}: {e.strerror}") from e
         print(f"wrote {out}")

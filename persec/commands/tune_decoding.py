@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persec.commands.eval import add_protocol_arguments, positive_int
-from persec.decoding import LENGTH_BONUSES, LM_WEIGHTS, collect_logits, search_decoding
+from persec.commands.options import (
+    add_command,
+    add_model_argument,
+    add_protocol_arguments,
+    add_runtime_arguments,
+    positive_int,
+)
 from persec.errors import PersecError
-from persec.evaluate import load_model, resolve_device
+from persec.evaluation.tune_decoding import (
+    LENGTH_BONUSES,
+    LM_WEIGHTS,
+    collect_logits,
+    search_decoding,
+)
+from persec.inference.model import load_model, resolve_device
 from persec.metrics import eval_charset
-from persec.models.decoders import describe_decoding
+from persec.models.decoders.base import describe_decoding
 from persec.models.recognizer import WEIGHTS
 
 HELP = "choose a CTC model's beam search and language-model weight on validation data"
@@ -27,7 +38,7 @@ nothing beats it. The weights are not changed.
 Tune on validation data only (never on the set you report): the shipped model was
 tuned on its IIIT5K held-out part,
 
-  persec tune-decoding --model models/persec-small --data runs/shipped/iiit5k/heldout
+  persec tune-decoding --model persec/shipped/persec-small --data runs/shipped/iiit5k/heldout
 
 Defaults: --lm-weights {" ".join(f"{w:g}" for w in LM_WEIGHTS)}, --length-bonuses \
 {" ".join(f"{b:g}" for b in LENGTH_BONUSES)}; the LM is estimated from the --lm-words
@@ -38,14 +49,8 @@ most frequent wordfreq English words at order --lm-order (a few seconds, no down
 
 def add_parser(subparsers) -> None:
     """Register ``tune-decoding`` on the ``persec`` subcommand parser."""
-    parser = subparsers.add_parser(
-        "tune-decoding",
-        help=HELP,
-        description=HELP[0].upper() + HELP[1:] + ".",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", required=True, metavar="DIR", help="a saved CTC model")
+    parser = add_command(subparsers, "tune-decoding", HELP, EPILOG)
+    add_model_argument(parser, required=True, help="a saved CTC model")
     parser.add_argument(
         "--data", nargs="+", required=True, metavar="PATH", help="validation datasets"
     )
@@ -62,8 +67,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lm-words", type=positive_int, metavar="N", help="default: 50000")
     parser.add_argument("--lm-order", type=positive_int, metavar="N", help="default: 6")
     add_protocol_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--force", action="store_true", help="overwrite another model already in --out"
     )

@@ -1,5 +1,5 @@
-"""Pieces every dataset shares: skip accounting, label filtering, collate and
-:func:`open_dataset`, which picks the reader from the layout on disk.
+"""Pieces every dataset reader shares: skip accounting, label filtering, naming and
+collate (:func:`persec.data.layouts.open_dataset` picks the reader for a path).
 
 Skips are never silent and never fatal. A sample that cannot be used is counted by
 reason: label problems and missing keys/files at init (in ``dataset.report``, logged
@@ -10,18 +10,16 @@ once per dataset), undecodable images when read (``__getitem__`` returns a
 from __future__ import annotations
 
 import logging
-import os
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from persec.charset import CONTROL_CHARS, EMPTY, TOO_LONG, Charset
-from persec.errors import DataError
 
 logger = logging.getLogger("persec.data")
 
@@ -32,11 +30,6 @@ UNDECODABLE = "undecodable image"
 LABEL_NOT_UTF8 = "label not UTF-8"
 
 GT_FILE = "gt.txt"
-LAYOUTS_HELP = (
-    "accepted layouts: a folder with gt.txt (lines 'images/x.png<TAB>label'), "
-    "a directory holding one or more LMDBs (data.mdb), "
-    "or, for unlabelled data only, a folder of images"
-)
 
 
 @dataclass(frozen=True)
@@ -201,90 +194,6 @@ def collate_samples(
     return images, labels, skipped
 
 
-def has_lmdb(path: Path) -> bool:
-    """Whether ``path`` or any directory under it holds a ``data.mdb``."""
-    for _, _, files in os.walk(path, followlinks=True):
-        if "data.mdb" in files:
-            return True
-    return False
-
-
-def detect_layout(path: str | Path) -> Literal["folder", "lmdb", "images"]:
-    """Which reader fits ``path``: ``folder`` (has gt.txt), ``lmdb`` (a data.mdb under
-    it) or ``images`` (anything else: a plain image folder).
-
-    Raises:
-        DataError: ``path`` does not exist or is not a directory.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"dataset path {path} does not exist")
-    if not path.is_dir():
-        raise DataError(f"dataset path {path} is not a directory; {LAYOUTS_HELP}")
-    if (path / GT_FILE).is_file():
-        return "folder"
-    if has_lmdb(path):
-        return "lmdb"
-    return "images"
-
-
 def dataset_name(path: str | Path) -> str:
     """Display name of a dataset: its folder's name (``IIIT5k``, ``SVT``, ...)."""
     return Path(path).resolve().name or str(path)
-
-
-def open_dataset(
-    path: str | Path,
-    charset: Charset | str | None = None,
-    unlabelled: bool = False,
-    transform: Callable | None = None,
-    **kwargs: Any,
-):
-    """Open a dataset by looking at what is on disk.
-
-    * a directory with ``gt.txt`` → :class:`~persec.data.folder.FolderDataset`
-      (``unlabelled``: the gt list still selects the images, labels are ignored);
-    * a directory with ``data.mdb`` anywhere under it → one
-      :class:`~persec.data.lmdb.LmdbDataset` over all LMDBs found;
-    * otherwise, for unlabelled data only, a folder of images
-      (:class:`~persec.data.folder.ImageFolderDataset`);
-    * ``DIR:PART`` → the images of one part of a split of the ``gt.txt`` folder
-      ``DIR`` (:func:`~persec.data.splits.part_list`), e.g. ``IC15_train:report``.
-
-    Args:
-        path: the dataset directory, or ``DIR:PART``.
-        charset: label filter (preset name, file path or Charset); ignored when unlabelled.
-        unlabelled: items get label ``None`` and labels are not checked.
-        transform: applied to each RGB PIL image.
-        **kwargs: ``max_label_length``, ``remove_unsupported`` for labelled readers.
-
-    Raises:
-        DataError: missing path, or a layout that does not fit (the message lists
-            the accepted ones).
-    """
-    # Imported here: the readers import Skipped/SkipReport from this module.
-    from persec.data.folder import FolderDataset, ImageFolderDataset
-    from persec.data.lmdb import LmdbDataset
-    from persec.data.splits import parse_part, part_list, part_name, read_list
-
-    folder, part = parse_part(path)
-    if part is not None:
-        if detect_layout(folder) != "folder":
-            raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
-        kwargs.setdefault("name", part_name(path))
-        only = read_list(part_list(folder, part))
-        return FolderDataset(
-            folder, charset=charset, unlabelled=unlabelled, transform=transform, only=only, **kwargs
-        )
-    layout = detect_layout(path)
-    if layout == "folder":
-        return FolderDataset(
-            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
-        )
-    if layout == "lmdb":
-        return LmdbDataset(
-            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
-        )
-    if not unlabelled:
-        raise DataError(f"{path} has neither gt.txt nor an LMDB (data.mdb); {LAYOUTS_HELP}")
-    return ImageFolderDataset(path, transform=transform)

@@ -1,4 +1,4 @@
-"""Text files of ``path<TAB>text`` lines: ground truth (``gt.txt``) and predictions.
+r"""Text files of ``path<TAB>text`` lines: ground truth (``gt.txt``) and predictions.
 
 Ground truth: ``images/word_1.png<TAB>label``. The path is split from the label at the
 first TAB when the line has one (the label may then hold spaces), else at the first
@@ -13,7 +13,7 @@ Both tolerate a UTF-8 BOM, CRLF line ends and blank lines. Errors are
 :class:`~persec.errors.DataError` naming ``file:line``.
 
 Matching predictions to ground truth (:func:`match_predictions`): paths are compared
-after turning ``\\`` into ``/`` and normalising ``./`` and ``//``. A prediction matches
+after turning ``\`` into ``/`` and normalising ``./`` and ``//``. A prediction matches
 a ground-truth line with the same path; failing that, it matches when one path is the
 other with a directory prefix added (``/abs/IIIT5K/images/1.png`` matches
 ``images/1.png``, and so does ``1.png``), provided that pairing is unique on both sides.

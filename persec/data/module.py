@@ -13,10 +13,12 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from persec.charset import Charset
-from persec.data.dataset import collate_samples, open_dataset
+from persec.data.dataset import collate_samples
+from persec.data.layouts import open_dataset
+from persec.data.render.config import SynthConfig
+from persec.data.render.dataset import SynthDataset
 from persec.data.sampler import ResumableSampler
-from persec.data.shards import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamLoader
-from persec.data.synth import SynthConfig, SynthDataset
+from persec.data.shards.stream import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamLoader
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor
 

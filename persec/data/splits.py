@@ -352,3 +352,19 @@ def part_list(folder: Path, part: str) -> Path:
     where = ", ".join(str(d / name) for d in dirs)
     hint = f"parts there: {', '.join(found)}" if found else "no split lists for this set"
     raise DataError(f"no split list {part!r} for {name} (looked in {where}; {hint})")
+
+
+def read_group_parts(manifest: str | Path) -> dict[str, str]:
+    """Group → part, from the manifest of an earlier split (``persec data split
+    --groups-from``: e.g. GW lines put in the part their page's words went to).
+
+    Raises:
+        DataError: the file is missing or is not a split manifest with groups.
+    """
+    try:
+        data = json.loads(Path(manifest).read_text("utf-8"))
+        return {g: part for part, groups in data["groups"].items() for g in groups}
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise DataError(
+            f"--groups-from {manifest}: not a split manifest with groups ({err})"
+        ) from err

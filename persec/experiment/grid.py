@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persec.callbacks import snapshot_dir
 from persec.config import load_config, to_dict
 from persec.errors import ConfigError
 from persec.models.recognizer import ENCODER_CONFIG, ENCODER_WEIGHTS, read_encoder_config
-from persec.probe import ProbeConfig
+from persec.training.callbacks import snapshot_dir
+from persec.training.probe import ProbeConfig
 
 PROTOCOLS = ("frozen", "semi")
 SCRATCH = "scratch"
@@ -66,7 +66,7 @@ class ExperimentConfig:
         curve_fractions: label fractions fine-tuned (``semi``, the first decoder) from
             every snapshot; the final encoder's point is the grid's own cell.
         curve_seeds: seeds of those fine-tunes (empty = the first of ``seeds``).
-        probe: the frozen linear CTC probe on cached features (:mod:`persec.probe`),
+        probe: the frozen linear CTC probe on cached features (:mod:`persec.training.probe`),
             run on every encoder of the grid (random init, snapshots, final) when
             ``probe.train_images > 0``; its rows have protocol ``probe``. The leak test
             is left to the pretraining diagnostics.
@@ -142,12 +142,16 @@ class Cell:
 
     @property
     def done(self) -> bool:
+        """Whether the cell is finished: its ``done.json`` exists (for an ``external``
+        or ``snapshot`` source, its encoder weights)."""
         if self.kind in ("external", "snapshot"):
             return (self.directory / ENCODER_WEIGHTS).is_file()
         return (self.directory / DONE).is_file()
 
     @property
     def label(self) -> str:
+        """The cell's name in progress lines and ``done.json``, e.g. ``pretrain persec``,
+        ``probe persec@2000`` or ``finetune persec ctc frozen 0.1 seed 0``."""
         if self.kind == "pretrain":
             return f"pretrain {self.method}"
         source = self.method + (f"@{self.pretrain.steps}" if _is_snapshot(self.pretrain) else "")
@@ -205,8 +209,9 @@ def check(config: ExperimentConfig) -> None:
 def plan(config: ExperimentConfig) -> list[Cell]:
     """Every cell of the grid, pretrainings first, then probes, then fine-tunes;
     configs are resolved (so a bad override fails here, before any training)."""
-    from persec.finetune import FinetuneConfig
-    from persec.pretrain import OBJECTIVES, SNAPSHOTS, PretrainConfig
+    from persec.objectives.registry import OBJECTIVES
+    from persec.training.finetune import FinetuneConfig
+    from persec.training.pretrain import SNAPSHOTS, PretrainConfig
 
     check(config)
     out = Path(config.output_dir)

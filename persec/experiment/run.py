@@ -38,7 +38,7 @@ from persec.experiment.reports import (
     write_reports,
 )
 from persec.models.recognizer import ENCODER_WEIGHTS
-from persec.training import last_checkpoint
+from persec.training.trainer import last_checkpoint
 
 logger = logging.getLogger("persec")
 
@@ -60,7 +60,7 @@ def say(message: str) -> None:
 
 
 def _run_pretrain(cell: Cell) -> dict:
-    from persec.pretrain import pretrain
+    from persec.training.pretrain import pretrain
 
     cell.config.resume = last_checkpoint(cell.directory).is_file()
     result = pretrain(cell.config)
@@ -68,8 +68,9 @@ def _run_pretrain(cell: Cell) -> dict:
 
 
 def _run_finetune(cell: Cell, test_sets: list[Path], batch_size: int) -> dict:
-    from persec.evaluate import evaluate, load_model
-    from persec.finetune import finetune
+    from persec.evaluation.evaluate import evaluate
+    from persec.inference.model import load_model
+    from persec.training.finetune import finetune
 
     cell.config.resume = last_checkpoint(cell.directory).is_file()
     result = finetune(cell.config)
@@ -96,10 +97,10 @@ def _run_probe(cell: Cell, pretrain_config) -> dict:
     seed), on images rendered like the pretraining's validation set."""
     import torch
 
-    from persec.models.encoders import build_encoder
+    from persec.models.encoders.base import build_encoder
     from persec.precision import AUTO, resolve_precision
-    from persec.probe import make_probe_set, run_probe
-    from persec.training import start_run
+    from persec.training.probe import make_probe_set, run_probe
+    from persec.training.trainer import start_run
     from persec.weights import load_state, read_safetensors
 
     source = cell.pretrain
@@ -144,10 +145,10 @@ def _label_count(cell: Cell) -> int:
 def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
     """Render the held-out-font test set once (reused by every run) and list the real
     test sets that exist."""
-    from persec.commands.render import render_lmdb
+    from persec.data.layouts import find_datasets
+    from persec.data.render.config import HardSynthConfig, SynthConfig
+    from persec.data.render.writer import render_lmdb
     from persec.data.splits import parse_part
-    from persec.data.synth import HardSynthConfig, SynthConfig
-    from persec.evaluate import find_datasets
 
     sets: list[Path] = []
     if config.synth_test:
@@ -184,7 +185,7 @@ def run_experiment(
         ConfigError: ``only`` names a method the grid does not have.
     """
     from persec.config import load_config
-    from persec.pretrain import PretrainConfig
+    from persec.training.pretrain import PretrainConfig
 
     start = time.time()
     reports = report_path(config)

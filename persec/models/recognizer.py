@@ -20,14 +20,13 @@ from persec.charset import Charset
 from persec.config import load_config_dict, to_dict
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
-from persec.models.decoders import (
+from persec.models.decoders.base import (
     DECODING_FIELDS,
-    CTCDecoder,
     DecoderConfig,
     build_decoder,
     greedy_decoding,
 )
-from persec.models.encoders import EncoderConfig, build_encoder
+from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
 from persec.weights import (
     average_states,
@@ -104,7 +103,7 @@ def read_in_batches(
     crop's turned versions go into the same batch and the best reading is kept
     (:func:`persec.orientation.best_readings`). ``recognize`` maps a batch
     (N, C, H, W) to its decoded readings; :meth:`Recognizer.read` and the ONNX
-    reader (:class:`persec.export.OnnxRecognizer`) share this loop.
+    reader (:class:`persec.inference.export.OnnxRecognizer`) share this loop.
     """
     transform = OrientedTransform(ToTensor(image), orient)
     out: list[tuple[str, float]] = []
@@ -150,8 +149,7 @@ class Recognizer(nn.Module):
         """Decode best-path from now on, without the config's beam search and language
         model (``config.decoder`` is updated to match, so a save records it)."""
         self.config.decoder = greedy_decoding(self.config.decoder)
-        if isinstance(self.decoder, CTCDecoder):
-            self.decoder.decoding = self.config.decoder
+        self.decoder.set_decoding(self.config.decoder)
 
     # ---------------------------------------------------------------- inference
     def preprocess(self, image: ImageLike) -> torch.Tensor:

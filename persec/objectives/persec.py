@@ -31,14 +31,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from persec.models.encoders import TextEncoder
-from persec.models.masking import mask_columns, roll_columns
-from persec.models.perceiver import (
+from persec.models.encoders.base import TextEncoder
+from persec.objectives.masking import mask_columns, roll_columns
+from persec.objectives.perceiver import (
     ContextPerceiver,
     PerceiverConfig,
     PerceiverOutput,
     grad_multiply,
 )
+from persec.objectives.registry import register_objective
 
 LEVELS = ("both", "stroke", "semantic")
 MASK_AT = ("features", "input")
@@ -265,3 +266,6 @@ class PersecObjective(nn.Module):
                 }
             )
         return PersecOutput(loss=loss, logs=logs)
+
+
+register_objective("persec", PersecObjective)

@@ -1,0 +1,168 @@
+"""The dataset layouts: which reader a path needs, and which datasets a path names.
+
+A dataset on disk is a folder with ``gt.txt`` (:mod:`persec.data.folder`), a directory
+tree of clovaai/parseq LMDBs (:mod:`persec.data.lmdb`), or, unlabelled, a plain image
+folder; :func:`open_dataset` picks the reader and reads ``DIR:PART`` as one part of a
+split set (:mod:`persec.data.splits`).
+
+Dataset arguments (:func:`find_datasets`): a folder that is itself a dataset (``gt.txt``
+or ``data.mdb`` directly inside) is one dataset; any other folder stands for its
+immediate children that are datasets (a child with an LMDB anywhere under it is one
+dataset), so ``data/test`` expands to ``IIIT5k``, ``SVT``, ``IC13_857``, ... named by
+folder; ``DIR:PART`` is one part of a split ``gt.txt`` set, named ``SET:PART``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from persec.charset import Charset
+from persec.data.dataset import (
+    GT_FILE,
+)
+from persec.data.splits import parse_part, part_list
+from persec.errors import DataError
+
+LAYOUTS_HELP = (
+    "accepted layouts: a folder with gt.txt (lines 'images/x.png<TAB>label'), "
+    "a directory holding one or more LMDBs (data.mdb), "
+    "or, for unlabelled data only, a folder of images"
+)
+
+
+def has_lmdb(path: Path) -> bool:
+    """Whether ``path`` or any directory under it holds a ``data.mdb``."""
+    for _, _, files in os.walk(path, followlinks=True):
+        if "data.mdb" in files:
+            return True
+    return False
+
+
+def detect_layout(path: str | Path) -> Literal["folder", "lmdb", "images"]:
+    """Which reader fits ``path``: ``folder`` (has gt.txt), ``lmdb`` (a data.mdb under
+    it) or ``images`` (anything else: a plain image folder).
+
+    Raises:
+        DataError: ``path`` does not exist or is not a directory.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset path {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"dataset path {path} is not a directory; {LAYOUTS_HELP}")
+    if (path / GT_FILE).is_file():
+        return "folder"
+    if has_lmdb(path):
+        return "lmdb"
+    return "images"
+
+
+def open_dataset(
+    path: str | Path,
+    charset: Charset | str | None = None,
+    unlabelled: bool = False,
+    transform: Callable | None = None,
+    **kwargs: Any,
+):
+    """Open a dataset by looking at what is on disk.
+
+    * a directory with ``gt.txt`` → :class:`~persec.data.folder.FolderDataset`
+      (``unlabelled``: the gt list still selects the images, labels are ignored);
+    * a directory with ``data.mdb`` anywhere under it → one
+      :class:`~persec.data.lmdb.LmdbDataset` over all LMDBs found;
+    * otherwise, for unlabelled data only, a folder of images
+      (:class:`~persec.data.folder.ImageFolderDataset`);
+    * ``DIR:PART`` → the images of one part of a split of the ``gt.txt`` folder
+      ``DIR`` (:func:`~persec.data.splits.part_list`), e.g. ``IC15_train:report``.
+
+    Args:
+        path: the dataset directory, or ``DIR:PART``.
+        charset: label filter (preset name, file path or Charset); ignored when unlabelled.
+        unlabelled: items get label ``None`` and labels are not checked.
+        transform: applied to each RGB PIL image.
+        **kwargs: ``max_label_length``, ``remove_unsupported`` for labelled readers.
+
+    Raises:
+        DataError: missing path, or a layout that does not fit (the message lists
+            the accepted ones).
+    """
+    # Imported here: the readers import Skipped/SkipReport from this module.
+    from persec.data.folder import FolderDataset, ImageFolderDataset
+    from persec.data.lmdb import LmdbDataset
+    from persec.data.splits import parse_part, part_list, part_name, read_list
+
+    folder, part = parse_part(path)
+    if part is not None:
+        if detect_layout(folder) != "folder":
+            raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
+        kwargs.setdefault("name", part_name(path))
+        only = read_list(part_list(folder, part))
+        return FolderDataset(
+            folder, charset=charset, unlabelled=unlabelled, transform=transform, only=only, **kwargs
+        )
+    layout = detect_layout(path)
+    if layout == "folder":
+        return FolderDataset(
+            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
+        )
+    if layout == "lmdb":
+        return LmdbDataset(
+            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
+        )
+    if not unlabelled:
+        raise DataError(f"{path} has neither gt.txt nor an LMDB (data.mdb); {LAYOUTS_HELP}")
+    return ImageFolderDataset(path, transform=transform)
+
+
+# ---------------------------------------------------------------- evaluation
+def is_dataset(path: Path) -> bool:
+    """Whether ``path`` itself is a dataset: ``gt.txt`` or ``data.mdb`` directly inside."""
+    return (path / GT_FILE).is_file() or (path / "data.mdb").is_file()
+
+
+def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand dataset arguments into dataset folders (rule in the module docstring).
+
+    Children are taken in sorted name order; hidden ones and children that are not
+    datasets (e.g. a ``README`` or a plain image folder) are left out.
+
+    Raises:
+        DataError: a path that does not exist, is not a directory, or is neither a
+            dataset nor a folder of datasets; a dataset reached twice.
+    """
+    found: list[Path] = []
+    seen: dict[str, Path] = {}
+    for path in map(Path, paths):
+        folder, part = parse_part(path)
+        if part is not None:  # one part of a split set: DIR:PART
+            if not (folder / GT_FILE).is_file():
+                raise DataError(f"{path}: {folder} is not a gt.txt dataset folder")
+            part_list(folder, part)  # a mistyped part fails before any set is scored
+            found.append(path)
+            continue
+        if not path.exists():
+            raise DataError(f"dataset path {path} does not exist")
+        if not path.is_dir():
+            raise DataError(f"dataset path {path} is not a directory; {LAYOUTS_HELP}")
+        if is_dataset(path):
+            found.append(path)
+            continue
+        children = sorted(
+            child
+            for child in path.iterdir()
+            if child.is_dir()
+            and not child.name.startswith(".")
+            and ((child / GT_FILE).is_file() or has_lmdb(child))
+        )
+        if not children:
+            raise DataError(f"{path} is neither a dataset nor a folder of datasets; {LAYOUTS_HELP}")
+        found.extend(children)
+    for path in found:
+        # The same data twice would silently double its weight in the combined row.
+        first = seen.setdefault(os.path.realpath(path), path)
+        if first is not path:
+            raise DataError(f"dataset {path} given twice (also as {first})")
+    return found

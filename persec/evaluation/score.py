@@ -1,0 +1,86 @@
+"""Scoring a prediction file against a ground-truth file (``persec score``): the eval
+protocol applied to text files, so any recognizer's output is scored as ``persec eval``
+scores ours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persec.charset import Charset
+from persec.data.dataset import SkipReport, filter_label
+from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
+from persec.errors import PersecError
+from persec.metrics import DatasetScore, ScoreAccumulator, scores_to_rows
+
+
+@dataclass
+class FileScore:
+    """The score of one prediction file and what was left out of it."""
+
+    score: DatasetScore
+    report: SkipReport  # ground-truth lines skipped by the label filter, by reason
+    missing: list[str]  # scored ground-truth paths without a prediction (scored as empty)
+    ignored: list[str]  # predictions for paths not in the ground truth
+    by_prefix: int  # predictions matched by a unique path suffix, not the whole path
+
+
+def _dataset_name(gt: Path) -> str:
+    # `IIIT5K/gt.txt` is named after its folder; `iiit5k_test.txt` after itself.
+    if gt.stem.lower() in ("gt", "labels", "label") and gt.resolve().parent.name:
+        return gt.resolve().parent.name
+    return gt.stem
+
+
+def score_files(
+    gt_path: str | Path,
+    pred_path: str | Path,
+    charset: Charset,
+    max_length: int | None = 25,
+    name: str | None = None,
+) -> FileScore:
+    """Score ``pred_path`` against ``gt_path`` under the eval protocol: labels through
+    ``charset`` (``remove_unsupported``), empty or over-long labels skipped and
+    reported, a missing prediction scored as an empty one.
+
+    Raises:
+        DataError: an unreadable or malformed file.
+        PersecError: a ground-truth file without lines.
+    """
+    gt_path, pred_path = Path(gt_path), Path(pred_path)
+    gt = read_gt_file(gt_path, unique=True)
+    preds = read_pred_file(pred_path, unique=True)
+    if not gt:
+        raise PersecError(f"{gt_path} holds no ground-truth lines")
+    matched = match_predictions(gt, preds)
+    report, keep = SkipReport(name or _dataset_name(gt_path)), []
+    for i, (path, label) in enumerate(zip(matched.paths, matched.labels, strict=True)):
+        _, reason = filter_label(label, charset, max_length, remove_unsupported=True)
+        if reason is None:
+            keep.append(i)
+        else:
+            report.skip(reason, path)
+    report.keep(len(keep))
+    acc = ScoreAccumulator(report.name, charset)
+    acc.update(
+        [matched.preds[i] for i in keep],
+        [matched.labels[i] for i in keep],
+        [matched.confidences[i] for i in keep],
+    )
+    unmatched = set(matched.missing)
+    missing = [matched.paths[i] for i in keep if matched.paths[i] in unmatched]
+    return FileScore(acc.compute(), report, missing, list(matched.ignored), matched.by_prefix)
+
+
+def file_score_row(result: FileScore, charset: Charset) -> dict[str, Any]:
+    """The JSON record ``persec score --out`` writes."""
+    return {
+        **scores_to_rows([result.score])[0],
+        "missing": len(result.missing),
+        "skipped": result.report.skipped,
+        "skipped_by_reason": dict(sorted(result.report.counts.items())),
+        "ignored": len(result.ignored),
+        "matched_by_prefix": result.by_prefix,
+        "charset": charset.name,
+    }

@@ -1,0 +1,45 @@
+"""Loading a saved recognizer onto a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from persec.errors import PersecError
+from persec.hub import default_model_dir
+from persec.models.recognizer import CONFIG, Recognizer
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device`` as given, or ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        PersecError: an unknown device string, or CUDA asked for but not available.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise PersecError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PersecError(f"device {device!r} asked for, but CUDA is not available")
+    return dev
+
+
+def load_model(model_dir: str | Path | None, device: str | torch.device = "cpu") -> Recognizer:
+    """Load a saved recognizer in eval mode; ``None`` means the shipped model.
+
+    Raises:
+        PersecError: no such directory, no shipped model, or an invalid saved model.
+    """
+    if model_dir is None:
+        model_dir = default_model_dir()
+        if not (model_dir / CONFIG).is_file():
+            raise PersecError(f"no --model given and no shipped model found at {model_dir}")
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PersecError(f"model directory {model_dir} does not exist")
+    model = Recognizer.load(model_dir)
+    return model.to(device).eval()

@@ -1,0 +1,191 @@
+"""Supervised training of a recognizer (``persec finetune``), from scratch or from a
+pretrained encoder, with the decoder-evaluation (frozen encoder) and
+semi-supervised (label fraction) protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from persec.config import save_config, to_dict
+from persec.data.augment import AugmentConfig
+from persec.data.module import RecognitionDataConfig, RecognitionDataModule
+from persec.errors import PersecError
+from persec.models.recognizer import Recognizer, RecognizerConfig, resolve_charset
+from persec.training.systems import OptimConfig, RecognitionSystem
+from persec.training.trainer import (
+    TrainerConfig,
+    build_trainer,
+    compile_encoder,
+    kept_metrics,
+    read_checkpoint_state,
+    resume_path,
+    start_run,
+)
+
+logger = logging.getLogger("persec")
+
+
+@dataclass
+class TrainAugmentConfig(AugmentConfig):
+    """Augmentation of every training batch on the training device (rendered and real
+    images alike), with SeqCLR's operations. Off by default; it matters when a few
+    real crops are repeated many times (``data.train_repeat``).
+
+    Attributes:
+        enabled: augment training batches (validation is never augmented).
+        crop_prob: 0 here [ours]: a crop can cut a character off and make the label
+            wrong; the other operations keep the text whole. See
+            :class:`~persec.objectives.seqclr.AugmentConfig` for the rest.
+    """
+
+    enabled: bool = False
+    crop_prob: float = 0.0
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything ``persec finetune`` reads (YAML file + ``key=value`` overrides).
+
+    Attributes:
+        model: recognizer architecture and charset.
+        data: training and validation data.
+        optim: SGD lr 5e-3 [paper] by default.
+        trainer: steps, validation cadence, precision, devices.
+        output_dir: where ``model/``, checkpoints and logs go.
+        init_encoder: pretrained ``encoder.safetensors`` (or its directory) to start from.
+        init_model: a saved recognizer (``model/`` directory: ``model.safetensors`` +
+            ``config.json``, e.g. ``persec/shipped/persec-small``) to go on training; its
+            architecture and charset replace ``model`` (a warning names the ``model.*``
+            settings that are then not used). Excludes ``init_encoder``.
+        freeze_encoder: train only the decoder (decoder-evaluation protocol).
+        resume: continue from ``output_dir/checkpoints/last.ckpt``.
+        augment: on-device augmentation of training batches (off by default).
+    """
+
+    model: RecognizerConfig = field(default_factory=RecognizerConfig)
+    data: RecognitionDataConfig = field(default_factory=RecognitionDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    output_dir: str = "runs/finetune"
+    init_encoder: str = ""
+    init_model: str = ""
+    freeze_encoder: bool = False
+    resume: bool = False
+    augment: TrainAugmentConfig = field(default_factory=TrainAugmentConfig)
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced."""
+
+    model_dir: Path
+    best_val_word_acc: float | None
+    steps: int
+    seconds: float
+
+
+def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> list[str]:
+    """``model.*`` settings of a config that a saved model (``init_model``) overrides.
+
+    Returns ``"model.KEY=requested (saved: value)"`` for each leaf that differs from
+    both the saved value and the default (a config that leaves ``model`` alone warns
+    of nothing); the charset counts as the same when both spell the same characters.
+    """
+    want, have, default = to_dict(requested), saved.saved_config(), to_dict(RecognizerConfig())
+    if resolve_charset(want["charset"]).chars == saved.charset.chars:
+        want["charset"] = have["charset"]
+
+    def leaves(d: dict, prefix: str = "model.") -> dict:
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(leaves(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    want, have, default = leaves(want), leaves(have), leaves(default)
+    return [
+        f"{k}={want[k]!r} (saved: {have.get(k)!r})"
+        for k in want
+        if want[k] != have.get(k) and want[k] != default.get(k)
+    ]
+
+
+def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneResult:
+    """Train a recognizer and save the best (by validation word accuracy, else the
+    last) weights to ``output_dir/model/``.
+
+    ``callbacks`` (Lightning callbacks) join persec's own. Under DDP every rank runs
+    this function; only rank 0 writes the model.
+    """
+    out = Path(config.output_dir)
+    if config.freeze_encoder and not (config.init_encoder or config.init_model):
+        logger.warning("freeze_encoder without init_encoder trains a decoder on a random encoder")
+    if config.init_model and config.init_encoder:
+        raise PersecError(
+            "init_model and init_encoder exclude each other: a saved model already holds an encoder"
+        )
+    start_run(config.trainer)
+    if config.init_model:
+        model = Recognizer.load(config.init_model)
+        model.train()
+        ignored = ignored_model_settings(config.model, model)
+        if ignored:
+            logger.warning(
+                "init_model %s: its saved config replaces the config's model section, so "
+                "these settings are not used: %s",
+                config.init_model,
+                ", ".join(ignored),
+            )
+        config.model = model.config  # the saved architecture is the one trained (and recorded)
+    else:
+        model = Recognizer(config.model)
+    if config.init_encoder:
+        model.load_encoder(config.init_encoder)
+    if config.trainer.compile:
+        compile_encoder(model.encoder)
+    data = RecognitionDataModule(
+        config.data, config.model.image, model.charset, config.trainer.seed
+    )
+    data.setup("fit")
+    val_names = [getattr(d, "name", f"val{i}") for i, d in enumerate(data.val_sets)]
+    if config.data.synth_val:
+        val_names[-1] = "synth_heldout"
+    system = RecognitionSystem(
+        model,
+        config.optim,
+        config.trainer.max_steps,
+        val_names,
+        config.freeze_encoder,
+        config.trainer.max_nonfinite,
+        augment=config.augment if config.augment.enabled else None,
+    )
+    monitor = "val/word_acc" if data.val_sets else None
+    trainer, checkpoint = build_trainer(
+        config.trainer, out, monitor, grad_clip=config.optim.grad_clip, callbacks=callbacks
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    ckpt = resume_path(out, config.resume)
+    start = time.time()
+    with kept_metrics(out, config.resume and trainer.is_global_zero):
+        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    best = checkpoint.best_model_path
+    if best:
+        model.load_state_dict(read_checkpoint_state(best, prefix="model."))
+    if trainer.global_step == 0:
+        raise PersecError("training ran no step (check the data and trainer.max_steps)")
+    model_dir = model.save(out / "model") if trainer.is_global_zero else out / "model"
+    score = checkpoint.best_model_score
+    return FinetuneResult(
+        model_dir=model_dir,
+        best_val_word_acc=float(score) if score is not None else None,
+        steps=trainer.global_step,
+        seconds=time.time() - start,
+    )
