@@ -25,7 +25,7 @@ test: install-test lint
 
 # Remake the committed split lists data/splits/<set>/{train,select,report}.txt of the
 # real sets in ../shared/data (seed 0; README, "Real data"). IIIT5K keeps the 1,500
-# crops models/persec-small trained on as `train` and cuts its 500 held-out crops
+# crops persec/shipped/persec-small trained on as `train` and cuts its 500 held-out crops
 # 250/250; IC13 born-digital is grouped by source image, GW words and lines by page
 # (one page list for both); SVT_train stays whole.
 SHARED_DATA ?= ../shared/data
@@ -45,51 +45,37 @@ splits: install
 	$(PERSEC) data split $(SHARED_DATA)/SVT_train --lists $(SPLITS)/SVT_train --parts train --ratios 1
 	rm -rf $(SPLITS).tmp
 
-# Reproduce models/persec-small: split the IIIT5K train crops into train/held-out
-# parts, PerSec-pretrain, fine-tune, copy the model, report. SHIPPED=gpu (default) is
-# the recipe of the committed weights: seven steps; the first three took ~13 minutes on
-# one H100 with 16 CPU cores, the fourth and fifth 62 minutes each on the 2-core CPU,
-# 6a and 6b ~11 minutes on one H100, and the seventh (a weight average) seconds; then
-# the beam-search and language-model weights are chosen on the held-out crops (~20 s).
-# SHIPPED=cpu is the 2-core CPU recipe (~70 minutes, a weaker model).
-SHIPPED_RUN ?= runs/shipped
-SHIPPED ?= gpu
+# Reproduce persec/shipped/persec-small with its recipe, the numbered files of
+# configs/recipes/persec-small/ (each step's file names its inputs and output folder under
+# runs/shipped/; a step states only what differs from its `base:`):
+#   0  split the IIIT5K train crops: 1,500 train, 500 held out (runs/shipped/iiit5k/)
+#   1  PerSec pretraining                   } ~13 min together on one H100
+#   2, 3  fine-tuning                       } with 16 CPU cores
+#   4, 5  fine-tuning                       62 min each on the 2-core CPU
+#   6a, 6b  fine-tuning, both from step 5   ~5 min each on one H100
+#   7  the average of steps 5, 6a and 6b    seconds
+#   8  beam-search and LM weights chosen on the held-out crops (~20 s), then the report
+# RECIPE=persec-small-cpu is the 2-core CPU recipe (steps 0, 1, 2, 8; ~70 minutes, a
+# weaker model, in runs/shipped-cpu/).
+RECIPE ?= persec-small
+SHIPPED_RUN = $(if $(filter persec-small-cpu,$(RECIPE)),runs/shipped-cpu,runs/shipped)
+SHIPPED_MODEL = persec/shipped/persec-small
 train-shipped: install
 	rm -rf $(SHIPPED_RUN)
 	$(PERSEC) data split ../shared/data/IIIT5K_train --out $(SHIPPED_RUN)/iiit5k --holdout 500 --seed 0
-ifeq ($(SHIPPED),gpu)
-	$(PERSEC) pretrain --config configs/shipped/pretrain-gpu.yaml output_dir=$(SHIPPED_RUN)/pretrain \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train]
-	$(PERSEC) finetune --config configs/shipped/finetune-gpu.yaml output_dir=$(SHIPPED_RUN)/finetune \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout] \
-	  init_encoder=$(SHIPPED_RUN)/pretrain/encoder.safetensors
-	$(PERSEC) finetune --config configs/shipped/finetune-gpu-continue.yaml \
-	  output_dir=$(SHIPPED_RUN)/finetune-continue init_model=$(SHIPPED_RUN)/finetune/model \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout]
-	$(PERSEC) finetune --config configs/shipped/finetune-cpu-continue.yaml \
-	  output_dir=$(SHIPPED_RUN)/finetune-cpu-continue init_model=$(SHIPPED_RUN)/finetune-continue/model \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout]
-	$(PERSEC) finetune --config configs/shipped/finetune-cpu-continue2.yaml \
-	  output_dir=$(SHIPPED_RUN)/finetune-cpu-continue2 init_model=$(SHIPPED_RUN)/finetune-cpu-continue/model \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout]
-	for step in continue2 continue3; do \
-	  $(PERSEC) finetune --config configs/shipped/finetune-gpu-$$step.yaml \
-	    output_dir=$(SHIPPED_RUN)/finetune-gpu-$$step init_model=$(SHIPPED_RUN)/finetune-cpu-continue2/model \
-	    data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout] || exit 1; \
+	for step in configs/recipes/$(RECIPE)/[1-6]*.yaml; do \
+	  command=$$(basename $$step .yaml | sed 's/^[0-9a-z]*-//'); \
+	  $(PERSEC) $$command --config $$step || exit 1; \
 	done
-	$(PERSEC) average $(SHIPPED_RUN)/finetune-cpu-continue2/model $(SHIPPED_RUN)/finetune-gpu-continue2/model \
-	  $(SHIPPED_RUN)/finetune-gpu-continue3/model --out $(SHIPPED_RUN)/average/model
-	rm -rf models/persec-small && mkdir -p models && cp -r $(SHIPPED_RUN)/average/model models/persec-small
+ifeq ($(RECIPE),persec-small)
+	$(PERSEC) average $(SHIPPED_RUN)/5-finetune/model $(SHIPPED_RUN)/6a-finetune/model \
+	  $(SHIPPED_RUN)/6b-finetune/model --out $(SHIPPED_RUN)/7-average/model
+	rm -rf $(SHIPPED_MODEL) && cp -r $(SHIPPED_RUN)/7-average/model $(SHIPPED_MODEL)
 else
-	$(PERSEC) pretrain --config configs/shipped/pretrain.yaml output_dir=$(SHIPPED_RUN)/pretrain \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train]
-	$(PERSEC) finetune --config configs/shipped/finetune.yaml output_dir=$(SHIPPED_RUN)/finetune \
-	  data.train=[$(SHIPPED_RUN)/iiit5k/train] data.val=[$(SHIPPED_RUN)/iiit5k/heldout] \
-	  init_encoder=$(SHIPPED_RUN)/pretrain/encoder.safetensors
-	rm -rf models/persec-small && mkdir -p models && cp -r $(SHIPPED_RUN)/finetune/model models/persec-small
+	rm -rf $(SHIPPED_MODEL) && cp -r $(SHIPPED_RUN)/2-finetune/model $(SHIPPED_MODEL)
 endif
-	$(PERSEC) tune-decoding --model models/persec-small --data $(SHIPPED_RUN)/iiit5k/heldout
-	$(PERSEC) eval --model models/persec-small --data $(SHIPPED_RUN)/iiit5k/heldout ../shared/data/real_demo
+	$(PERSEC) tune-decoding --model $(SHIPPED_MODEL) --data $(SHIPPED_RUN)/iiit5k/heldout
+	$(PERSEC) eval --model $(SHIPPED_MODEL) --data $(SHIPPED_RUN)/iiit5k/heldout ../shared/data/real_demo
 
 install: fonts
 	$(PIP) install -q --disable-pip-version-check -e .
