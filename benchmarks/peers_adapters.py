@@ -383,7 +383,7 @@ class PersecPeer(Peer):
     def describe(self) -> str:
         if self.model is None:
             return "not loaded"
-        from persec.models.decoders.base import describe_decoding
+        from persec.decoding.settings import describe_decoding
 
         c = self.model.config
         params = sum(p.numel() for p in self.model.parameters()) / 1e6

@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from persec.decoding.settings import describe_decoding  # noqa: E402
 from persec.inference.model import load_model  # noqa: E402
 from persec.inference.read import list_images, read_images  # noqa: E402
-from persec.models.decoders.base import describe_decoding  # noqa: E402
 
 
 def main() -> int:

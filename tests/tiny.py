@@ -15,6 +15,8 @@ from persec.models.decoders.base import DecoderConfig
 from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+
 PRETRAIN_TINY = [
     "model.size=tiny",
     "model.stroke_aggregator.dim=32",

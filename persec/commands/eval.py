@@ -14,12 +14,12 @@ from persec.commands.options import (
     add_runtime_arguments,
 )
 from persec.data.dataset import SkipReport
+from persec.decoding.settings import describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.evaluate import evaluate, write_results
 from persec.hub import default_model_dir
 from persec.inference.model import load_model, resolve_device
 from persec.metrics import eval_charset, format_table
-from persec.models.decoders.base import describe_decoding
 from persec.orientation import ORIENTATIONS, TALL_RATIO
 
 HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"

@@ -12,6 +12,7 @@ from persec.commands.options import (
     add_runtime_arguments,
     positive_int,
 )
+from persec.decoding.settings import describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.tune_decoding import (
     LENGTH_BONUSES,
@@ -21,7 +22,6 @@ from persec.evaluation.tune_decoding import (
 )
 from persec.inference.model import load_model, resolve_device
 from persec.metrics import eval_charset
-from persec.models.decoders.base import describe_decoding
 from persec.models.recognizer import WEIGHTS
 
 HELP = "choose a CTC model's beam search and language-model weight on validation data"

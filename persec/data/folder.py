@@ -32,6 +32,7 @@ from persec.data.dataset import (
     resolve_charset,
 )
 from persec.data.gtfile import read_gt_file
+from persec.data.layout_registry import Layout, register_layout
 from persec.data.lmdb import write_lmdb
 from persec.errors import DataError
 from persec.image import ImageDecodeError, decode_image
@@ -309,3 +310,36 @@ def split_folder(
     for part, lines in parts.items():
         (out / part / GT_FILE).write_text("".join(lines), encoding="utf-8")
     return len(parts["train"]), len(parts["heldout"])
+
+
+def _open_folder(path, charset=None, unlabelled=False, transform=None, **kwargs) -> FolderDataset:
+    return FolderDataset(
+        path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
+    )
+
+
+def _open_images(path, charset=None, unlabelled=False, transform=None, **kwargs):
+    return ImageFolderDataset(path, transform=transform)
+
+
+register_layout(
+    Layout(
+        "folder",
+        "a folder with gt.txt (lines 'images/x.png<TAB>label')",
+        holds=lambda path: (path / GT_FILE).is_file(),
+        is_root=lambda path: (path / GT_FILE).is_file(),
+        open=_open_folder,
+        order=0,
+    )
+)
+register_layout(
+    Layout(
+        "images",
+        "a folder of images",
+        holds=lambda path: True,  # any folder, tried after the labelled layouts
+        is_root=lambda path: False,  # never a dataset to score
+        open=_open_images,
+        order=100,  # the fallback
+        labelled=False,
+    )
+)

@@ -17,33 +17,41 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from persec.charset import Charset
 from persec.data.dataset import (
     GT_FILE,
 )
-from persec.data.splits import parse_part, part_list
+from persec.data.layout_registry import LAYOUTS, Layout
+from persec.data.splits import parse_part, part_list, part_name, read_list
 from persec.errors import DataError
 
-LAYOUTS_HELP = (
-    "accepted layouts: a folder with gt.txt (lines 'images/x.png<TAB>label'), "
-    "a directory holding one or more LMDBs (data.mdb), "
-    "or, for unlabelled data only, a folder of images"
-)
+# The readers, each registering its layout (a new layout: its module, one line here).
+import persec.data.folder  # noqa: E402, F401  isort: skip
+import persec.data.lmdb  # noqa: E402, F401  isort: skip
 
 
-def has_lmdb(path: Path) -> bool:
-    """Whether ``path`` or any directory under it holds a ``data.mdb``."""
-    for _, _, files in os.walk(path, followlinks=True):
-        if "data.mdb" in files:
-            return True
-    return False
+def _in_detection_order() -> list[Layout]:
+    return sorted(LAYOUTS.values(), key=lambda x: x.order)
 
 
-def detect_layout(path: str | Path) -> Literal["folder", "lmdb", "images"]:
-    """Which reader fits ``path``: ``folder`` (has gt.txt), ``lmdb`` (a data.mdb under
-    it) or ``images`` (anything else: a plain image folder).
+def _layouts_help() -> str:
+    labelled = [x.description for x in _in_detection_order() if x.labelled]
+    unlabelled = [x.description for x in _in_detection_order() if not x.labelled]
+    text = "accepted layouts: " + ", ".join(labelled)
+    return text + (
+        f", or, for unlabelled data only, {' or '.join(unlabelled)}" if unlabelled else ""
+    )
+
+
+LAYOUTS_HELP = _layouts_help()
+
+
+def detect_layout(path: str | Path) -> str:
+    """Which reader fits ``path``: the first layout, by ``order``, that holds it
+    (``folder``: has gt.txt; ``lmdb``: a data.mdb under it; ``images``: any other
+    folder).
 
     Raises:
         DataError: ``path`` does not exist or is not a directory.
@@ -53,11 +61,7 @@ def detect_layout(path: str | Path) -> Literal["folder", "lmdb", "images"]:
         raise DataError(f"dataset path {path} does not exist")
     if not path.is_dir():
         raise DataError(f"dataset path {path} is not a directory; {LAYOUTS_HELP}")
-    if (path / GT_FILE).is_file():
-        return "folder"
-    if has_lmdb(path):
-        return "lmdb"
-    return "images"
+    return next(x.name for x in _in_detection_order() if x.holds(path))
 
 
 def open_dataset(
@@ -89,38 +93,24 @@ def open_dataset(
         DataError: missing path, or a layout that does not fit (the message lists
             the accepted ones).
     """
-    # Imported here: the readers import Skipped/SkipReport from this module.
-    from persec.data.folder import FolderDataset, ImageFolderDataset
-    from persec.data.lmdb import LmdbDataset
-    from persec.data.splits import parse_part, part_list, part_name, read_list
-
     folder, part = parse_part(path)
     if part is not None:
         if detect_layout(folder) != "folder":
             raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
         kwargs.setdefault("name", part_name(path))
-        only = read_list(part_list(folder, part))
-        return FolderDataset(
-            folder, charset=charset, unlabelled=unlabelled, transform=transform, only=only, **kwargs
-        )
-    layout = detect_layout(path)
-    if layout == "folder":
-        return FolderDataset(
-            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
-        )
-    if layout == "lmdb":
-        return LmdbDataset(
-            path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs
-        )
-    if not unlabelled:
-        raise DataError(f"{path} has neither gt.txt nor an LMDB (data.mdb); {LAYOUTS_HELP}")
-    return ImageFolderDataset(path, transform=transform)
+        kwargs["only"] = read_list(part_list(folder, part))
+        path = folder
+    layout = LAYOUTS[detect_layout(path)]
+    if not layout.labelled and not unlabelled:
+        raise DataError(f"{path} holds no labelled dataset; {LAYOUTS_HELP}")
+    return layout.open(path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs)
 
 
 # ---------------------------------------------------------------- evaluation
 def is_dataset(path: Path) -> bool:
-    """Whether ``path`` itself is a dataset: ``gt.txt`` or ``data.mdb`` directly inside."""
-    return (path / GT_FILE).is_file() or (path / "data.mdb").is_file()
+    """Whether ``path`` itself is one labelled dataset (``gt.txt`` or ``data.mdb``
+    directly inside)."""
+    return any(x.is_root(path) for x in LAYOUTS.values() if x.labelled)
 
 
 def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
@@ -155,7 +145,7 @@ def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
             for child in path.iterdir()
             if child.is_dir()
             and not child.name.startswith(".")
-            and ((child / GT_FILE).is_file() or has_lmdb(child))
+            and any(x.holds(child) for x in LAYOUTS.values() if x.labelled)
         )
         if not children:
             raise DataError(f"{path} is neither a dataset nor a folder of datasets; {LAYOUTS_HELP}")

@@ -31,6 +31,7 @@ from persec.data.dataset import (
     filter_label,
     resolve_charset,
 )
+from persec.data.layout_registry import Layout, register_layout
 from persec.errors import DataError
 from persec.image import ImageDecodeError, decode_image
 
@@ -356,3 +357,27 @@ class LmdbDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"LmdbDataset({self.name!r}, {len(self)} samples, {len(self._shards)} LMDBs)"
+
+
+def has_lmdb(path: Path) -> bool:
+    """Whether ``path`` or any directory under it holds a ``data.mdb``."""
+    for _, _, files in os.walk(path, followlinks=True):
+        if "data.mdb" in files:
+            return True
+    return False
+
+
+def _open_lmdb(path, charset=None, unlabelled=False, transform=None, **kwargs) -> LmdbDataset:
+    return LmdbDataset(path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs)
+
+
+register_layout(
+    Layout(
+        "lmdb",
+        "a directory holding one or more LMDBs (data.mdb)",
+        holds=has_lmdb,
+        is_root=lambda path: (path / "data.mdb").is_file(),
+        open=_open_lmdb,
+        order=1,
+    )
+)

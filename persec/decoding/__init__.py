@@ -1,2 +1,3 @@
-"""Decoding CTC logits: prefix beam search, optionally fused with a character n-gram
-language model (lm)."""
+"""Decoding logits into text, apart from the models: greedy decoding (greedy), the prefix
+beam search with its character n-gram language model (lm) and the decoding settings
+(settings)."""

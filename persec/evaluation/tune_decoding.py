@@ -20,11 +20,11 @@ from tqdm import tqdm
 from persec.charset import Charset, CTCTokenizer
 from persec.data.dataset import collate_samples
 from persec.data.layouts import find_datasets
+from persec.decoding.settings import check_decoding, decode_ctc, greedy_decoding
 from persec.errors import PersecError
 from persec.evaluation.evaluate import open_eval_dataset
 from persec.metrics import ScoreAccumulator
-from persec.models.decoders.base import DecoderConfig, check_decoding, greedy_decoding
-from persec.models.decoders.ctc import decode_ctc
+from persec.models.decoders.base import DecoderConfig
 from persec.models.recognizer import Recognizer
 
 LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8)

@@ -12,17 +12,11 @@ import numpy as np
 import torch
 
 from persec.charset import Charset
+from persec.decoding.settings import DECODING_FIELDS, check_decoding, decode_ctc, decoding_lm
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
 from persec.inference.export import SIDECAR_FORMAT, first_line, sidecar_path
-from persec.models.decoders.base import (
-    DECODERS,
-    DECODING_FIELDS,
-    DecoderConfig,
-    check_decoding,
-    decoding_lm,
-)
-from persec.models.decoders.ctc import decode_ctc
+from persec.models.decoders.base import DECODERS, DecoderConfig
 from persec.models.recognizer import ImageLike, Recognizer, as_pil_image, read_in_batches
 
 

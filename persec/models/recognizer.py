@@ -18,14 +18,10 @@ from torch import nn
 
 from persec.charset import Charset
 from persec.config import load_config_dict, to_dict
+from persec.decoding.settings import DECODING_FIELDS, greedy_decoding
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
-from persec.models.decoders.base import (
-    DECODING_FIELDS,
-    DecoderConfig,
-    build_decoder,
-    greedy_decoding,
-)
+from persec.models.decoders.base import DecoderConfig, build_decoder
 from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
 from persec.weights import (

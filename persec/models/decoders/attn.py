@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from persec.charset import AttentionTokenizer, Charset
+from persec.decoding.greedy import attention_greedy_decode
 from persec.models.attention import sdpa
 from persec.models.decoders.base import DecoderConfig, DecoderSpec, register_decoder
 
@@ -213,27 +214,6 @@ class AttentionDecoder(nn.Module):
             logits: (B, L, N+1).
         """
         return attention_greedy_decode(logits, self.tokenizer)
-
-
-def attention_greedy_decode(
-    logits: torch.Tensor, tokenizer: AttentionTokenizer
-) -> list[tuple[str, float]]:
-    """Argmax tokens up to the first EOS.
-
-    Confidence: the product of the chosen tokens' probabilities, EOS included; a row
-    with no EOS keeps every character and multiplies all its steps. A pure function
-    of the logits, so exported models decode the same way.
-
-    Args:
-        logits: (B, L, N+1), class 0 EOS.
-        tokenizer: the charset's attention tokenizer.
-    """
-    best_p, best_id = logits.detach().float().softmax(-1).max(-1)  # (B, L)
-    out = []
-    for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
-        n = ids.index(tokenizer.eos_id) + 1 if tokenizer.eos_id in ids else len(ids)
-        out.append((tokenizer.decode(ids[:n]), math.prod(ps[:n])))
-    return out
 
 
 def _sinusoid(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

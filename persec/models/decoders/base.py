@@ -17,16 +17,15 @@ and its name in ``persec/models/decoders/__init__.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from persec.charset import Charset
-from persec.decoding.lm import CharNgramLM, english_word_lm
-
-# DecoderConfig fields that say how to decode, not what the weights are
-DECODING_FIELDS = ("beam_width", "lm_weight", "length_bonus", "lm_words", "lm_order")
+from persec.decoding.settings import (
+    check_decoding,
+)
 
 
 @dataclass
@@ -69,51 +68,6 @@ class DecoderConfig:
     length_bonus: float = 0.0
     lm_words: int = 50_000
     lm_order: int = 6
-
-
-# --------------------------------------------------------------------------- factory
-def check_decoding(cfg: DecoderConfig) -> None:
-    """Raise ValueError, naming the field, for decoding settings that cannot work."""
-    if cfg.beam_width < 0:
-        raise ValueError(f"decoder.beam_width must be >= 0, got {cfg.beam_width}")
-    uses_search = cfg.beam_width > 0 or cfg.lm_weight != 0.0 or cfg.length_bonus != 0.0
-    if uses_search and cfg.name != "ctc":
-        raise ValueError(
-            "decoder.beam_width, lm_weight and length_bonus are for the ctc decoder; "
-            f"the {cfg.name} decoder decodes greedily (set them to 0)"
-        )
-    if cfg.lm_weight > 0 and (cfg.lm_words < 1 or cfg.lm_order < 1):
-        raise ValueError(
-            f"decoder.lm_words and lm_order must be >= 1, got {cfg.lm_words} and {cfg.lm_order}"
-        )
-    if (cfg.lm_weight != 0.0 or cfg.length_bonus != 0.0) and cfg.beam_width == 0:
-        raise ValueError("decoder.lm_weight and length_bonus need decoder.beam_width >= 1")
-    if cfg.lm_weight < 0:
-        raise ValueError(f"decoder.lm_weight must be >= 0, got {cfg.lm_weight}")
-
-
-def greedy_decoding(cfg: DecoderConfig) -> DecoderConfig:
-    """``cfg`` with its beam search, language model and length bonus turned off."""
-    return replace(cfg, beam_width=0, lm_weight=0.0, length_bonus=0.0)
-
-
-def decoding_lm(cfg: DecoderConfig) -> CharNgramLM | None:
-    """The language model ``cfg`` fuses into its beam search, or None (built once per
-    process and setting)."""
-    return english_word_lm(cfg.lm_words, cfg.lm_order) if cfg.lm_weight > 0 else None
-
-
-def describe_decoding(cfg: DecoderConfig) -> str:
-    """How ``cfg`` decodes, in a few words (for reports and logs)."""
-    if cfg.beam_width == 0:
-        return "greedy"
-    text = f"beam search ({cfg.beam_width} beams)"
-    if cfg.lm_weight > 0:
-        return text + (
-            f" + character {cfg.lm_order}-gram LM of {cfg.lm_words:,} English words "
-            f"(weight {cfg.lm_weight:g}, length bonus {cfg.length_bonus:g})"
-        )
-    return text + (f" (length bonus {cfg.length_bonus:g})" if cfg.length_bonus else "")
 
 
 @dataclass(frozen=True)

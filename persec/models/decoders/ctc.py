@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -10,14 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from persec.charset import Charset, CTCTokenizer
+from persec.decoding.greedy import ctc_greedy_decode
 from persec.decoding.lm import ctc_beam_decode
-from persec.models.decoders.base import (
-    DECODING_FIELDS,
-    DecoderConfig,
-    DecoderSpec,
-    decoding_lm,
-    register_decoder,
-)
+from persec.decoding.settings import DECODING_FIELDS, decode_ctc, decoding_lm
+from persec.models.decoders.base import DecoderConfig, DecoderSpec, register_decoder
 from persec.precision import cpu_bf16_support
 
 
@@ -126,49 +121,6 @@ class CTCDecoder(nn.Module):
             self.decoding.lm_weight,
             self.decoding.length_bonus,
         )
-
-
-def ctc_greedy_decode(logits: torch.Tensor, tokenizer: CTCTokenizer) -> list[tuple[str, float]]:
-    """Greedy (best-path) CTC decoding with a confidence per word.
-
-    Confidence: the product, over emitted characters, of the highest probability
-    within that character's run of frames. An empty prediction gets the probability
-    of the all-blank path (the product of the blank probabilities over all frames)
-    rather than 1.0, so one doubtful frame lowers it (labels are never empty).
-    A pure function of the logits, so exported models decode the same way.
-
-    Args:
-        logits: (B, T, N+1), class 0 the blank.
-        tokenizer: the charset's CTC tokenizer.
-    """
-    probs = logits.detach().float().softmax(-1)
-    best_p, best_id = probs.max(-1)  # (B, T)
-    out = []
-    for ids, ps in zip(best_id.tolist(), best_p.tolist(), strict=True):
-        text, conf, prev, run_max = [], 1.0, CTCTokenizer.blank_id, 0.0
-        for i, p in zip([*ids, CTCTokenizer.blank_id], [*ps, 0.0], strict=True):
-            if i != prev and prev != CTCTokenizer.blank_id:  # a character run just ended
-                text.append(tokenizer.charset.chars[prev - 1])
-                conf *= run_max
-            run_max = max(run_max, p) if i == prev else p
-            prev = i
-        if not text:
-            conf = math.prod(ps)
-        out.append(("".join(text), conf))
-    return out
-
-
-def decode_ctc(
-    logits: torch.Tensor, tokenizer: CTCTokenizer, cfg: DecoderConfig
-) -> list[tuple[str, float]]:
-    """CTC logits (B, T, N+1) → ``[(text, confidence)]`` as ``cfg`` says: greedy
-    (:func:`ctc_greedy_decode`) when ``cfg.beam_width`` is 0, else
-    :func:`~persec.decoding.lm.ctc_beam_decode` with its language model, if any."""
-    if cfg.beam_width == 0:
-        return ctc_greedy_decode(logits, tokenizer)
-    return ctc_beam_decode(
-        logits, tokenizer, cfg.beam_width, decoding_lm(cfg), cfg.lm_weight, cfg.length_bonus
-    )
 
 
 register_decoder(

@@ -15,8 +15,9 @@ import lightning as L
 import lmdb
 import pytest
 import torch
-from data_factory import jpeg, parseq_entries, png, truncated_png, write_gt_folder, write_raw_lmdb
+from factories import jpeg, parseq_entries, png, truncated_png, write_gt_folder, write_raw_lmdb
 from PIL import Image
+from tiny import PRETRAIN_TINY
 
 from persec.data.dataset import LABEL_NOT_UTF8, MISSING_FILE, UNDECODABLE, collate_samples
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
@@ -296,15 +297,13 @@ def test_shards_cannot_be_mixed_with_indexed_sources(corpus) -> None:
 
 
 def test_pretrain_on_shards(tmp_path, run_cli) -> None:
-    from test_pretrain import TINY
-
     for i in range(6):
         Image.new("RGB", (90 + i, 30), (i * 40, 100, 200 - i * 30)).save(tmp_path / f"{i}.png")
     code, _, err = run_cli(["shard", str(tmp_path), "--out", str(tmp_path / "sh"),
                             "--per-shard", "3"])  # fmt: skip
     assert code == 0, err
     run = tmp_path / "run"
-    code, out, err = run_cli(["pretrain", *TINY, f"data.shards=[{tmp_path / 'sh'}]",
+    code, out, err = run_cli(["pretrain", *PRETRAIN_TINY, f"data.shards=[{tmp_path / 'sh'}]",
                               "data.batch_size=3", "data.shuffle_buffer=4",
                               "trainer.max_steps=3", "trainer.val_every=0",
                               f"output_dir={run}"])  # fmt: skip

@@ -8,11 +8,11 @@ import re
 
 import pytest
 import torch
+from tiny import images, tiny_recognizer
 
 from persec.errors import PersecError
 from persec.models.recognizer import CONFIG, WEIGHTS, Recognizer
 from persec.weights import average_states
-from tests.test_recognizer import images, tiny
 
 
 def test_average_states_hand_computed():
@@ -57,7 +57,7 @@ def test_average_states_needs_two():
 
 
 def test_recognizer_average_is_the_mean_and_averaging_copies_is_identity(tmp_path):
-    dirs = [tiny(seed=s).save(tmp_path / f"m{s}") for s in range(3)]
+    dirs = [tiny_recognizer(seed=s).save(tmp_path / f"m{s}") for s in range(3)]
     states = [Recognizer.load(d).state_dict() for d in dirs]
     soup = Recognizer.average(dirs)
     for key, value in soup.state_dict().items():
@@ -77,19 +77,19 @@ def test_recognizer_average_is_the_mean_and_averaging_copies_is_identity(tmp_pat
 
 
 def test_recognizer_average_refuses_different_configs(tmp_path):
-    a = tiny().save(tmp_path / "a")
-    b = tiny(charset="62_mixed").save(tmp_path / "b")  # other charset, other head size
+    a = tiny_recognizer().save(tmp_path / "a")
+    b = tiny_recognizer(charset="62_mixed").save(tmp_path / "b")  # other charset, other head size
     with pytest.raises(PersecError, match=r"differ in their config \('charset'\)"):
         Recognizer.average([a, b])
     # Same tensor shapes, other config: still refused (dropout is in the config).
-    c = tiny().save(tmp_path / "c")
+    c = tiny_recognizer().save(tmp_path / "c")
     config = json.loads((c / CONFIG).read_text())
     config["decoder"]["dropout"] = 0.3
     (c / CONFIG).write_text(json.dumps(config))
     with pytest.raises(PersecError, match=r"differ in their config \('decoder'\)"):
         Recognizer.average([a, c])
     # Decoding settings are not architecture: they may differ; the first model's stay.
-    d = tiny().save(tmp_path / "d")
+    d = tiny_recognizer().save(tmp_path / "d")
     config = json.loads((d / CONFIG).read_text())
     config["decoder"].update(beam_width=5, length_bonus=1.0)
     (d / CONFIG).write_text(json.dumps(config))
@@ -98,7 +98,10 @@ def test_recognizer_average_refuses_different_configs(tmp_path):
 
 
 def test_cli_average_writes_a_loadable_model_and_refuses_bad_calls(tmp_path, run_cli):
-    a, b = tiny(seed=0).save(tmp_path / "a"), tiny(seed=1).save(tmp_path / "b")
+    a, b = (
+        tiny_recognizer(seed=0).save(tmp_path / "a"),
+        tiny_recognizer(seed=1).save(tmp_path / "b"),
+    )
     out = tmp_path / "soup"
     code, stdout, err = run_cli(["average", str(a), str(b), "--out", str(out)])
     assert code == 0, err

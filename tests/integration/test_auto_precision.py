@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from tiny import REPO
 
 from persec import precision
 from persec.config import load_config
@@ -123,7 +122,7 @@ def test_a_training_run_prints_the_line_once(cpu, tmp_path, run_cli):
 
 
 def test_cpu_configs_default_to_auto():
-    path = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "cpu-ctc.yaml"
+    path = REPO / "configs" / "finetune" / "cpu-ctc.yaml"
     assert load_config(FinetuneConfig, path).trainer.precision == "auto"
     config = load_config(FinetuneConfig, path, ["trainer.precision=32"])
     assert config.trainer.precision == "32"

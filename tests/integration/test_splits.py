@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from data_factory import png
+from factories import png
+from tiny import REPO
 
 from persec.data.folder import holdout_indices
 from persec.data.gtfile import read_gt_file
@@ -15,9 +16,8 @@ from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import check_split, make_split, parse_part, read_list, write_split
 from persec.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLITS = ROOT / "data" / "splits"
-SHARED = ROOT.parent / "shared" / "data"
+SPLITS = REPO / "data" / "splits"
+SHARED = REPO.parent / "shared" / "data"
 
 
 def grouped_set(root: Path, sources: int = 12, per_source: int = 5) -> list[str]:

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from data_factory import (
+from factories import (
     PLANTED,
     PLANTED_GOOD,
     PLANTED_INIT,

@@ -23,13 +23,13 @@ from persec import cli
 from persec.charset import Charset
 from persec.data.render.fonts import available_fonts
 from persec.data.render.synth import WordRenderer
+from persec.decoding.settings import decode_ctc
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
 from persec.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, sidecar_path
 from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
 from persec.models.decoders.attn import AttentionDecoder
 from persec.models.decoders.base import DecoderConfig
-from persec.models.decoders.ctc import decode_ctc
 from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 

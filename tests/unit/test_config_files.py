@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import REPO
 
 from persec.config import load_config
 from persec.experiment import ExperimentConfig
 from persec.training.finetune import FinetuneConfig
 from persec.training.pretrain import PretrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 
 
 def schema_for(path: Path) -> type:

@@ -11,36 +11,18 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import FINETUNE_TINY, render_words
 
 from persec.data.module import label_subset
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.training.systems import OptimConfig, lr_factor
 
-TINY = [
-    "model.encoder.size=tiny",
-    "model.encoder.widths=[32,64,64,64]",
-    # No aggregators: at 128 wide they would cost more than the rest of this model.
-    "model.encoder.aggregators=false",
-    "model.decoder.lstm_layers=1",
-    "model.decoder.hidden=64",
-    "data.workers=0",
-    "data.batch_size=16",
-    "trainer.progress=false",
-    "trainer.log_every=1",
-    "optim.name=adamw",
-    "optim.lr=3e-3",
-]
-
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """64 rendered word images (an LMDB) shared by the tests of this module."""
-    from persec.cli import main
-
-    out = tmp_path_factory.mktemp("data") / "words"
-    assert main(["render", "--out", str(out), "--n", "64", "--workers", "0", "--seed", "3"]) == 0
-    return out
+    return render_words(tmp_path_factory, n=64, seed=3)
 
 
 def test_label_subset_is_deterministic_and_sized():
@@ -124,7 +106,7 @@ def test_tiny_model_learns_64_images(words, tmp_path, run_cli):
     code, out, err = run_cli(
         [
             "finetune",
-            *TINY,
+            *FINETUNE_TINY,
             "data.batch_size=64",
             f"data.train=[{words}]",
             f"data.val=[{words}]",
@@ -151,7 +133,7 @@ def test_bf16_with_gradient_clipping_and_a_fused_optimizer(words, tmp_path, run_
     code, out, err = run_cli(
         [
             "finetune",
-            *TINY,
+            *FINETUNE_TINY,
             f"data.train=[{words}]",
             "trainer.precision=bf16-mixed",
             "optim.grad_clip=0.01",
@@ -170,7 +152,7 @@ def test_bf16_with_gradient_clipping_and_a_fused_optimizer(words, tmp_path, run_
 
 def test_resume_init_and_frozen_encoder(words, tmp_path, run_cli):
     run = tmp_path / "run"
-    base = ["finetune", *TINY, f"data.train=[{words}]", f"output_dir={run}"]
+    base = ["finetune", *FINETUNE_TINY, f"data.train=[{words}]", f"output_dir={run}"]
     assert run_cli([*base, "trainer.max_steps=3"])[0] == 0
     assert (run / "checkpoints" / "last.ckpt").is_file()
     code, out, err = run_cli([*base, "trainer.max_steps=5", "--resume"])
@@ -185,7 +167,7 @@ def test_resume_init_and_frozen_encoder(words, tmp_path, run_cli):
     code, out, err = run_cli(
         [
             "finetune",
-            *TINY,
+            *FINETUNE_TINY,
             f"data.train=[{words}]",
             f"output_dir={frozen}",
             f"data.val=[{words}]",
@@ -212,7 +194,7 @@ def test_mismatched_encoder_is_one_line_error(tmp_path, run_cli, words):
     code, out, err = run_cli(
         [
             "finetune",
-            *TINY,
+            *FINETUNE_TINY,
             f"data.train=[{words}]",
             f"output_dir={tmp_path / 'run'}",
             "trainer.max_steps=1",
@@ -268,7 +250,12 @@ def test_augment_changes_training_batches_only(words, tmp_path):
         def on_validation_batch_start(self, trainer, module, batch, batch_idx, idx=0):
             module._batch = batch[0].clone()
 
-    overrides = [*TINY, f"data.train=[{words}]", f"data.val=[{words}]", "trainer.max_steps=2"]
+    overrides = [
+        *FINETUNE_TINY,
+        f"data.train=[{words}]",
+        f"data.val=[{words}]",
+        "trainer.max_steps=2",
+    ]
     overrides += ["trainer.val_every=2", f"output_dir={tmp_path / 'run'}", "augment.enabled=true"]
     finetune(load_config(FinetuneConfig, None, overrides), callbacks=[Spy()])
     assert len(seen["train"]) == 2 and seen["val"]
@@ -284,7 +271,7 @@ def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli, caplog)
     parameters come out unchanged, whatever the config's own architecture says, and a
     warning names the ``model.*`` setting not used) and refuses ``--init-encoder``
     beside it."""
-    base = ["finetune", *TINY, f"data.train=[{words}]", "trainer.max_steps=2"]
+    base = ["finetune", *FINETUNE_TINY, f"data.train=[{words}]", "trainer.max_steps=2"]
     assert run_cli([*base, f"output_dir={tmp_path / 'a'}"])[0] == 0
     saved = Recognizer.load(tmp_path / "a" / "model")
     code, out, err = run_cli(
@@ -326,7 +313,7 @@ def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, r
     code, out, err = run_cli(
         [
             "finetune",
-            *TINY,
+            *FINETUNE_TINY,
             f"data.train=[{words}]",
             f"data.val=[{words}]",
             "optim.lr=0",
@@ -345,6 +332,6 @@ def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, r
 
 
 def test_negative_early_stop_is_refused(tmp_path, run_cli):
-    args = ["finetune", *TINY, "data.synth_train=16", "trainer.early_stop=-1"]
+    args = ["finetune", *FINETUNE_TINY, "data.synth_train=16", "trainer.early_stop=-1"]
     code, _, err = run_cli([*args, f"output_dir={tmp_path}"])
     assert code != 0 and "trainer.early_stop must be >= 0" in err

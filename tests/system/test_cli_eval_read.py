@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_factory import parseq_entries, truncated_png, write_gt_folder, write_raw_lmdb
+from factories import parseq_entries, truncated_png, write_gt_folder, write_raw_lmdb
 from PIL import Image
 
 from persec.data.gtfile import read_pred_file

@@ -18,8 +18,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from tiny import REPO
 
-PACKAGE = Path(__file__).resolve().parent.parent / "persec"
+PACKAGE = REPO / "persec"
 
 LAYERS = (
     "leaves",
@@ -217,3 +218,19 @@ def test_a_clean_planted_tree_passes(tmp_path):
         },
     )
     assert violations(import_graph(root)) == []
+
+
+def test_no_test_imports_another_test():
+    """Shared tiny configs, models and data live in helper modules (tiny, factories)."""
+    tests = PACKAGE.parent / "tests"
+    bad = []
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            bad += [f"{path.relative_to(tests)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[-1].startswith("test_") or n.startswith("tests.")]  # fmt: skip
+    assert bad == []

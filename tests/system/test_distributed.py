@@ -13,19 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_resume import FINETUNE_TINY, PRETRAIN_TINY
-
-ROOT = Path(__file__).resolve().parents[1]
+from tiny import FINETUNE_RESUMABLE, PRETRAIN_RESUMABLE, REPO, render_words
 
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """32 rendered word images: 4 batches of 4 per rank and epoch with 2 ranks."""
-    from persec.cli import main
-
-    out = tmp_path_factory.mktemp("data") / "words"
-    assert main(["render", "--out", str(out), "--n", "32", "--workers", "0", "--seed", "6"]) == 0
-    return out
+    return render_words(tmp_path_factory, n=32, seed=6)
 
 
 def _run_ddp(
@@ -34,9 +28,9 @@ def _run_ddp(
     probe = tmp_path / "probe"
     argv = [*tiny, f"data.{data}=[{words}]", "data.batch_size=4", "trainer.max_steps=6"]
     argv += ["trainer.accelerator=cpu", "trainer.devices=2", f"output_dir={tmp_path / 'run'}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "ddp_probe.py"), command, str(probe), *argv],
+        [sys.executable, str(REPO / "tests" / "ddp_probe.py"), command, str(probe), *argv],
         env=env,
         capture_output=True,
         text=True,
@@ -75,14 +69,14 @@ def _check_ranks(probe: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_pretraining_two_cpu_processes(words, tmp_path):
-    probe = _run_ddp("pretrain", PRETRAIN_TINY, words, tmp_path)
+    probe = _run_ddp("pretrain", PRETRAIN_RESUMABLE, words, tmp_path)
     _check_ranks(probe)
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
 
 
 @pytest.mark.slow
 def test_ddp_finetuning_two_cpu_processes(words, tmp_path):
-    probe = _run_ddp("finetune", FINETUNE_TINY, words, tmp_path)
+    probe = _run_ddp("finetune", FINETUNE_RESUMABLE, words, tmp_path)
     _check_ranks(probe)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
@@ -91,6 +85,6 @@ def test_ddp_finetuning_two_cpu_processes(words, tmp_path):
 def test_ddp_pretraining_on_unequal_shards_does_not_hang(words, tmp_path, run_cli):
     shards = tmp_path / "shards"  # 10 + 10 + 10 + 2 images: the ranks get 20 and 12
     assert run_cli(["shard", str(words), "--out", str(shards), "--per-shard", "10"])[0] == 0
-    probe = _run_ddp("pretrain", PRETRAIN_TINY, shards, tmp_path, data="shards")
+    probe = _run_ddp("pretrain", PRETRAIN_RESUMABLE, shards, tmp_path, data="shards")
     info = _same_weights(probe)
     assert [sum(len(v) for v in i["seen"].values()) for i in info] == [24, 24]

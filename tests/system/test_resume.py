@@ -19,8 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
-from test_finetune import TINY as FINETUNE_BASE
-from test_pretrain import TINY as PRETRAIN_BASE
+from tiny import FINETUNE_RESUMABLE, PRETRAIN_RESUMABLE, REPO, render_words
 
 from persec.config import load_config
 from persec.data.sampler import ResumableSampler
@@ -30,22 +29,14 @@ from persec.training.finetune import FinetuneConfig, finetune
 from persec.training.pretrain import PretrainConfig, pretrain
 from persec.training.trainer import AtomicCheckpointIO, _merge_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # The tiny models of the pretrain and finetune tests, on one thread: bit-identical
 # comparisons across processes need the same reduction order.
-PRETRAIN_TINY = [*PRETRAIN_BASE, "trainer.threads=1"]
-FINETUNE_TINY = [*FINETUNE_BASE, "data.batch_size=8", "trainer.threads=1"]
 
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """20 rendered word images: 2 batches of 8 per epoch, the last 4 dropped."""
-    from persec.cli import main
-
-    out = tmp_path_factory.mktemp("data") / "words"
-    assert main(["render", "--out", str(out), "--n", "20", "--workers", "0", "--seed", "5"]) == 0
-    return out
+    return render_words(tmp_path_factory, n=20, seed=5)
 
 
 def _stream(sampler: ResumableSampler, epochs: int) -> list[int]:
@@ -138,7 +129,7 @@ def test_resume_refuses_a_payload_checkpoint(words, tmp_path, run_cli):
     (run / "checkpoints").mkdir(parents=True)
     marker = tmp_path / "marker"
     (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps(_Payload(marker)))
-    argv = ["pretrain", *PRETRAIN_TINY, f"data.train=[{words}]", f"output_dir={run}"]
+    argv = ["pretrain", *PRETRAIN_RESUMABLE, f"data.train=[{words}]", f"output_dir={run}"]
     code, _, err = run_cli([*argv, "trainer.max_steps=2", "--resume"])
     assert code == 2 and "cannot read checkpoint" in err
     assert not marker.exists()
@@ -190,7 +181,7 @@ class _Weights(Callback):
 
 
 def test_nan_loss_step_is_skipped_and_a_nan_run_stops_with_a_message(words, tmp_path, caplog):
-    base = [*PRETRAIN_TINY, f"data.train=[{words}]", "trainer.max_steps=4"]
+    base = [*PRETRAIN_RESUMABLE, f"data.train=[{words}]", "trainer.max_steps=4"]
     weights = _Weights()
     config = load_config(PretrainConfig, None, [*base, f"output_dir={tmp_path / 'a'}"])
     pretrain(config, callbacks=[_PoisonLoss({2}), weights])
@@ -224,7 +215,7 @@ def _same_tensors(a: Path, b: Path) -> None:
 
 
 def test_finetune_interrupted_and_resumed_matches_the_uninterrupted_run(words, tmp_path):
-    base = [*FINETUNE_TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
+    base = [*FINETUNE_RESUMABLE, f"data.train=[{words}]", f"data.val=[{words}]"]
     base += ["trainer.max_steps=7", "trainer.val_every=3", "trainer.checkpoint_every=1"]
     finetune(load_config(FinetuneConfig, None, [*base, f"output_dir={tmp_path / 'a'}"]))
     b = [*base, f"output_dir={tmp_path / 'b'}"]
@@ -238,7 +229,7 @@ def test_finetune_interrupted_and_resumed_matches_the_uninterrupted_run(words, t
 
 
 def _pretrain_cmd(words: Path, out: Path, *extra: str) -> list[str]:
-    argv = [*PRETRAIN_TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
+    argv = [*PRETRAIN_RESUMABLE, f"data.train=[{words}]", f"data.val=[{words}]"]
     argv += ["trainer.max_steps=30", "trainer.val_every=7", "trainer.checkpoint_every=1"]
     return [sys.executable, "-m", "persec", "pretrain", *argv, f"output_dir={out}", *extra]
 
@@ -249,7 +240,7 @@ def _step_of(checkpoint: Path) -> int:
 
 @pytest.mark.slow
 def test_pretrain_killed_with_sigkill_resumes_to_identical_weights(words, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run(_pretrain_cmd(words, tmp_path / "a"), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "b"

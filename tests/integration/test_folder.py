@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from data_factory import (
+from factories import (
     PLANTED,
     PLANTED_GOOD,
     PLANTED_INIT,

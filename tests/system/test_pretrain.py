@@ -8,32 +8,16 @@ import csv
 
 import pytest
 from PIL import Image
+from tiny import PRETRAIN_TINY, render_words
 
 from persec.models.recognizer import Recognizer
 from persec.training.pretrain import PretrainConfig, load_pretrained
-
-TINY = [
-    "model.size=tiny",
-    "model.stroke_aggregator.dim=32",
-    "model.semantic_aggregator.dim=32",
-    "persec.stroke.quantizer.entries=32",
-    "persec.semantic.quantizer.entries=32",
-    "data.workers=0",
-    "data.batch_size=8",
-    "image.width=128",
-    "trainer.progress=false",
-    "trainer.log_every=1",
-]
 
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """24 rendered word images (an LMDB; their labels are ignored)."""
-    from persec.cli import main
-
-    out = tmp_path_factory.mktemp("data") / "words"
-    assert main(["render", "--out", str(out), "--n", "24", "--workers", "0", "--seed", "4"]) == 0
-    return out
+    return render_words(tmp_path_factory, n=24, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +26,7 @@ def pretrained(words, tmp_path_factory):
     from persec.cli import main
 
     run = tmp_path_factory.mktemp("pt") / "run"
-    argv = ["pretrain", *TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
+    argv = ["pretrain", *PRETRAIN_TINY, f"data.train=[{words}]", f"data.val=[{words}]"]
     argv += ["trainer.max_steps=4", "trainer.val_every=2", f"output_dir={run}"]
     argv += ["probe.train_images=16", "probe.test_images=8", "probe.steps=5"]
     argv += ["probe.leak_steps=5"]
@@ -94,7 +78,13 @@ def test_pretrained_encoder_and_perceivers_reload(pretrained) -> None:
 
 def test_resume_continues_to_more_steps(words, tmp_path, run_cli) -> None:
     run = tmp_path / "run"
-    base = ["pretrain", *TINY, f"data.train=[{words}]", f"output_dir={run}", "trainer.val_every=0"]
+    base = [
+        "pretrain",
+        *PRETRAIN_TINY,
+        f"data.train=[{words}]",
+        f"output_dir={run}",
+        "trainer.val_every=0",
+    ]
     assert run_cli([*base, "trainer.max_steps=2"])[0] == 0
     code, out, err = run_cli([*base, "trainer.max_steps=4", "--resume"])
     assert code == 0, err
@@ -105,7 +95,7 @@ def test_resume_continues_to_more_steps(words, tmp_path, run_cli) -> None:
 
 def test_a_run_shorter_than_log_every_still_logs_its_last_step(words, tmp_path, run_cli):
     run = tmp_path / "run"
-    argv = ["pretrain", *TINY, f"data.train=[{words}]", f"output_dir={run}"]
+    argv = ["pretrain", *PRETRAIN_TINY, f"data.train=[{words}]", f"output_dir={run}"]
     argv += ["trainer.val_every=0", "trainer.max_steps=3", "trainer.log_every=50"]
     code, _, err = run_cli(argv)
     assert code == 0, err
@@ -126,7 +116,7 @@ def test_plain_image_folder_and_renderer_without_labels(tmp_path, run_cli) -> No
     code, out, err = run_cli(
         [
             "pretrain",
-            *TINY,
+            *PRETRAIN_TINY,
             f"data.train=[{folder}]",
             "data.synth_train=16",
             "trainer.max_steps=3",
@@ -209,7 +199,7 @@ def test_inspect_codes_writes_both_plots(pretrained, words, tmp_path, run_cli) -
     ],
 )
 def test_bad_pretrain_settings_are_one_line_errors(args, message, tmp_path, run_cli) -> None:
-    code, _, err = run_cli(["pretrain", *TINY, *args, f"output_dir={tmp_path / 'r'}"])
+    code, _, err = run_cli(["pretrain", *PRETRAIN_TINY, *args, f"output_dir={tmp_path / 'r'}"])
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
 
@@ -224,7 +214,7 @@ def test_seqclr_objective_trains_logs_and_reloads(words, tmp_path, run_cli) -> N
     code, out, err = run_cli(
         [
             "pretrain",
-            *TINY,
+            *PRETRAIN_TINY,
             "objective=seqclr",
             "seqclr.projection_dim=16",
             f"data.train=[{words}]",
@@ -247,7 +237,9 @@ def test_seqclr_objective_trains_logs_and_reloads(words, tmp_path, run_cli) -> N
 
 
 def test_unknown_objective_is_a_one_line_error(tmp_path, run_cli) -> None:
-    code, _, err = run_cli(["pretrain", *TINY, "objective=simclr", f"output_dir={tmp_path}"])
+    code, _, err = run_cli(
+        ["pretrain", *PRETRAIN_TINY, "objective=simclr", f"output_dir={tmp_path}"]
+    )
     assert code == 2 and "objective must be one of persec, seqclr" in err
 
 
@@ -287,7 +279,12 @@ def test_a_killed_pretraining_resumes_from_its_last_validation(words, tmp_path) 
                 seen["step"] = load_checkpoint_safely(last_checkpoint(run))["global_step"]
                 raise RuntimeError("killed")
 
-    overrides = [*TINY, f"data.train=[{words}]", f"data.val=[{words}]", f"output_dir={run}"]
+    overrides = [
+        *PRETRAIN_TINY,
+        f"data.train=[{words}]",
+        f"data.val=[{words}]",
+        f"output_dir={run}",
+    ]
     overrides += ["trainer.max_steps=6", "trainer.val_every=2", "snapshots=[2]"]
     config = load_config(PretrainConfig, None, overrides)
     with pytest.raises(RuntimeError, match="killed"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from data_factory import PLANTED, parseq_entries, png, write_gt_folder, write_raw_lmdb
+from factories import PLANTED, parseq_entries, png, write_gt_folder, write_raw_lmdb
 
 from persec.data.lmdb import LmdbDataset
 

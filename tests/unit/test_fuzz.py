@@ -17,7 +17,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from data_factory import _chunk
+from factories import _chunk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -6,19 +6,18 @@ from __future__ import annotations
 import doctest
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from tiny import REPO
 
 import persec
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT.parent / "shared" / "data" / "real_demo"
+DEMO = REPO.parent / "shared" / "data" / "real_demo"
 
 
 @pytest.mark.skipif(not DEMO.is_dir(), reason="needs ../shared/data/real_demo")
 def test_docstring_example_runs(monkeypatch):
-    monkeypatch.chdir(ROOT)  # the example's paths are relative to the repository root
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository root
     monkeypatch.delenv("PERSEC_MODEL", raising=False)
     result = doctest.testmod(persec, optionflags=doctest.ELLIPSIS, raise_on_error=False)
     assert result.attempted >= 4 and result.failed == 0

@@ -12,46 +12,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import images, tiny_recognizer
 
 from persec.charset import PRESETS
 from persec.errors import PersecError
-from persec.models.decoders.base import DecoderConfig
-from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import (
     CONFIG,
     ENCODER_CONFIG,
     ENCODER_WEIGHTS,
     WEIGHTS,
     Recognizer,
-    RecognizerConfig,
 )
-
-# Small heads keep every test well under a second.
-DECODERS = {
-    "ctc": DecoderConfig(name="ctc", lstm_layers=1, hidden=16),
-    "attn": DecoderConfig(name="attn", d_model=32, heads=2, layers=1),
-}
-
-
-def tiny(
-    encoder: str = "resnet",
-    decoder: str = "ctc",
-    size: str = "tiny",
-    charset: str = "36_lowercase",
-    seed: int = 0,
-) -> Recognizer:
-    torch.manual_seed(seed)
-    config = RecognizerConfig(
-        charset=charset,
-        encoder=EncoderConfig(name=encoder, size=size),
-        decoder=DecoderConfig(**vars(DECODERS[decoder])),
-    )
-    return Recognizer(config).eval()
-
-
-def images(n: int = 3, seed: int = 0) -> torch.Tensor:
-    """(n, 3, 32, 128) in [-1, 1]."""
-    return torch.rand(n, 3, 32, 128, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
 def grey_array(seed: int = 0) -> np.ndarray:
@@ -66,7 +37,7 @@ def grey_array(seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("decoder", ["ctc", "attn"])
 @pytest.mark.parametrize("encoder", ["resnet", "vit"])
 def test_save_load_round_trip_is_exact(tmp_path, encoder, decoder):
-    model = tiny(encoder, decoder)
+    model = tiny_recognizer(encoder, decoder)
     x = images()
     with torch.no_grad():
         before = model(x)
@@ -92,7 +63,7 @@ def test_config_json_spells_out_the_charset(tmp_path):
     # A charset from a file, with non-ASCII characters: the saved model must not need it.
     charset_file = tmp_path / "chars.txt"
     charset_file.write_text("a\nb\nc\né\n€\n1\n", encoding="utf-8")
-    model = tiny(charset=str(charset_file))
+    model = tiny_recognizer(charset=str(charset_file))
     model.save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / CONFIG).read_text())
     assert config["charset"] == "chars:abcé€1"
@@ -102,7 +73,7 @@ def test_config_json_spells_out_the_charset(tmp_path):
     loaded = Recognizer.load(tmp_path / "m")
     assert loaded.charset.chars == ("a", "b", "c", "é", "€", "1")
     # The preset case too: the characters, not the preset name, are stored.
-    tiny(charset="62_mixed").save(tmp_path / "m62")
+    tiny_recognizer(charset="62_mixed").save(tmp_path / "m62")
     saved = json.loads((tmp_path / "m62" / CONFIG).read_text())["charset"]
     assert saved == "chars:" + PRESETS["62_mixed"]
 
@@ -110,7 +81,7 @@ def test_config_json_spells_out_the_charset(tmp_path):
 # ---------------------------------------------------------------- refusing bad files
 @pytest.fixture
 def saved(tmp_path) -> Path:
-    return tiny().save(tmp_path / "m")
+    return tiny_recognizer().save(tmp_path / "m")
 
 
 def _edit_config(directory: Path, edit) -> None:
@@ -121,7 +92,7 @@ def _edit_config(directory: Path, edit) -> None:
 
 def _swap_in_vit_weights(directory: Path) -> None:
     """ViT weights under a ResNet config."""
-    tiny("vit").save(directory)
+    tiny_recognizer("vit").save(directory)
     _edit_config(directory, lambda c: c["encoder"].update(name="resnet"))
 
 
@@ -202,12 +173,12 @@ def test_pickle_renamed_to_safetensors_is_never_unpickled(tmp_path, saved, write
 
 # ---------------------------------------------------------------- encoder transfer
 def test_load_encoder_copies_the_encoder_only(tmp_path):
-    source = tiny(seed=1)
+    source = tiny_recognizer(seed=1)
     path = source.save_encoder(tmp_path / "enc")
     assert path == tmp_path / "enc" / ENCODER_WEIGHTS
     assert (tmp_path / "enc" / ENCODER_CONFIG).is_file()
 
-    target = tiny(seed=2)
+    target = tiny_recognizer(seed=2)
     decoder_before = {k: v.clone() for k, v in target.decoder.state_dict().items()}
     pairs = zip(target.encoder.parameters(), source.encoder.parameters(), strict=True)
     assert not all(torch.equal(a, b) for a, b in pairs)  # different seeds: different weights
@@ -220,7 +191,7 @@ def test_load_encoder_copies_the_encoder_only(tmp_path):
     with torch.no_grad():
         assert torch.equal(target.encoder(x).high, source.encoder(x).high)
 
-    tiny(seed=3).load_encoder(path)  # the file form
+    tiny_recognizer(seed=3).load_encoder(path)  # the file form
 
 
 @pytest.mark.parametrize(
@@ -231,8 +202,8 @@ def test_load_encoder_copies_the_encoder_only(tmp_path):
     ],
 )
 def test_load_encoder_names_the_mismatch(tmp_path, encoder, size, expected):
-    path = tiny("resnet", size="tiny").save_encoder(tmp_path / "enc")
-    target = tiny(encoder, size=size)
+    path = tiny_recognizer("resnet", size="tiny").save_encoder(tmp_path / "enc")
+    target = tiny_recognizer(encoder, size=size)
     before = {k: v.clone() for k, v in target.encoder.state_dict().items()}
     with pytest.raises(PersecError) as info:
         target.load_encoder(path)
@@ -243,19 +214,19 @@ def test_load_encoder_names_the_mismatch(tmp_path, encoder, size, expected):
 
 
 def test_load_encoder_without_its_config_checks_tensors(tmp_path):
-    path = tiny("resnet", size="tiny").save_encoder(tmp_path / "enc")
+    path = tiny_recognizer("resnet", size="tiny").save_encoder(tmp_path / "enc")
     (tmp_path / "enc" / ENCODER_CONFIG).unlink()
     with pytest.raises(PersecError, match="do not fit the architecture.*shape mismatch"):
-        tiny("resnet", size="small").load_encoder(path)
+        tiny_recognizer("resnet", size="small").load_encoder(path)
     with pytest.raises(PersecError, match="do not fit the architecture"):
-        tiny("vit").load_encoder(path)
+        tiny_recognizer("vit").load_encoder(path)
     with pytest.raises(PersecError, match="not found"):
-        tiny().load_encoder(tmp_path / "nowhere" / ENCODER_WEIGHTS)
+        tiny_recognizer().load_encoder(tmp_path / "nowhere" / ENCODER_WEIGHTS)
 
 
 # ---------------------------------------------------------------- read
 def test_read_accepts_paths_pil_and_arrays_alike(tmp_path):
-    model = tiny()
+    model = tiny_recognizer()
     grey = grey_array()
     png = tmp_path / "word.png"
     Image.fromarray(grey).save(png)
@@ -286,7 +257,7 @@ def test_read_accepts_paths_pil_and_arrays_alike(tmp_path):
 
 
 def test_read_restores_training_mode():
-    model = tiny().train()
+    model = tiny_recognizer().train()
     model.read([grey_array()])
     assert model.training
 
@@ -302,7 +273,7 @@ def test_read_restores_training_mode():
 )
 def test_read_refuses_bad_inputs_with_one_line(bad, expected):
     with pytest.raises(PersecError) as info:
-        tiny().read([bad])
+        tiny_recognizer().read([bad])
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -311,4 +282,4 @@ def test_read_refuses_a_corrupt_file(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(PersecError, match="cannot decode image"):
-        tiny().read([bad])
+        tiny_recognizer().read([bad])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_factory import (
+from factories import (
     TEXT,
     _chunk,
     jpeg,
@@ -25,8 +25,7 @@ from data_factory import (
     write_raw_lmdb,
 )
 from PIL import Image
-from test_finetune import TINY as FINETUNE_BASE
-from test_pretrain import TINY as PRETRAIN_BASE
+from tiny import FINETUNE_TINY, PRETRAIN_TINY, REPO
 from torch.utils.data import DataLoader
 
 from persec.charset import CONTROL_CHARS
@@ -44,7 +43,7 @@ from persec.data.lmdb import LmdbDataset
 from persec.errors import DataError, PersecError
 from persec.image import DEFAULT_MAX_PIXELS, ImageConfig, ImageDecodeError, ToTensor, decode_image
 
-PACKAGE = Path(__file__).resolve().parent.parent / "persec"
+PACKAGE = REPO / "persec"
 
 
 # ---------------------------------------------------------------- hostile samples
@@ -344,9 +343,9 @@ def test_no_unsafe_loader_in_the_package():
 
 # The tiny models of the finetune and pretrain tests, rendering 8 images, one step.
 ONE_STEP = ["data.synth_train=8", "data.batch_size=4", "trainer.max_steps=1", "trainer.val_every=0"]
-FINETUNE_TINY = [*FINETUNE_BASE, "model.decoder.hidden=16", *ONE_STEP]
-PRETRAIN_TINY = [
-    *PRETRAIN_BASE,
+FINETUNE_ONE_STEP = [*FINETUNE_TINY, "model.decoder.hidden=16", *ONE_STEP]
+PRETRAIN_ONE_STEP = [
+    *PRETRAIN_TINY,
     "persec.stroke.quantizer.entries=8",
     "persec.semantic.quantizer.entries=8",
     *ONE_STEP,
@@ -366,14 +365,14 @@ def test_init_encoder_payload_is_refused_unrun(tmp_path, run_cli, writer):
     from persec.training.finetune import FinetuneConfig
 
     # A real encoder.json that fits the model, beside a payload named encoder.safetensors.
-    config = load_config(FinetuneConfig, None, FINETUNE_TINY)
+    config = load_config(FinetuneConfig, None, FINETUNE_ONE_STEP)
     Recognizer(config.model).save_encoder(tmp_path / "enc")
     marker = tmp_path / "pwned"
     write_payload(tmp_path / "enc" / ENCODER_WEIGHTS, marker, writer)
     out = tmp_path / "run"
     for path in (tmp_path / "enc", tmp_path / "enc" / ENCODER_WEIGHTS):
         code, _, err = run_cli(
-            ["finetune", *FINETUNE_TINY, f"output_dir={out}", "--init-encoder", str(path)]
+            ["finetune", *FINETUNE_ONE_STEP, f"output_dir={out}", "--init-encoder", str(path)]
         )
         _one_line_refusal(code, err, "finetune", "not a valid safetensors file")
     assert not marker.exists() and not out.exists()
@@ -384,7 +383,7 @@ def test_model_payload_is_refused_unrun_by_read(tmp_path, run_cli, writer):
     from persec.models.recognizer import WEIGHTS, Recognizer
     from persec.training.finetune import FinetuneConfig
 
-    Recognizer(load_config(FinetuneConfig, None, FINETUNE_TINY).model).save(tmp_path / "m")
+    Recognizer(load_config(FinetuneConfig, None, FINETUNE_ONE_STEP).model).save(tmp_path / "m")
     marker = tmp_path / "pwned"
     write_payload(tmp_path / "m" / WEIGHTS, marker, writer)
     (tmp_path / "word.png").write_bytes(png())
@@ -403,7 +402,7 @@ def test_pretraining_output_payload_is_refused_unrun(tmp_path, run_cli, poisoned
         save_perceivers,
     )
 
-    config = load_config(PretrainConfig, None, PRETRAIN_TINY)
+    config = load_config(PretrainConfig, None, PRETRAIN_ONE_STEP)
     encoder, objective = build_pretraining(config)
     run = tmp_path / "pt"
     save_encoder(encoder, config.model, run)
@@ -432,8 +431,8 @@ def test_best_checkpoint_reader_refuses_payload_unrun(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("command", "tiny", "product"),
     [
-        ("finetune", FINETUNE_TINY, "model"),
-        ("pretrain", PRETRAIN_TINY, "encoder.safetensors"),
+        ("finetune", FINETUNE_ONE_STEP, "model"),
+        ("pretrain", PRETRAIN_ONE_STEP, "encoder.safetensors"),
     ],
 )
 def test_resume_payload_is_refused_unrun(tmp_path, run_cli, monkeypatch, command, tiny, product):

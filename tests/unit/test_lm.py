@@ -14,15 +14,10 @@ import torch
 
 from persec.charset import Charset, CTCTokenizer
 from persec.decoding.lm import CharNgramLM, ctc_beam_decode, english_word_lm
+from persec.decoding.settings import check_decoding, decode_ctc, describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.tune_decoding import search_decoding
-from persec.models.decoders.base import (
-    DecoderConfig,
-    build_decoder,
-    check_decoding,
-    describe_decoding,
-)
-from persec.models.decoders.ctc import decode_ctc
+from persec.models.decoders.base import DecoderConfig, build_decoder
 from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
 
@@ -190,7 +185,7 @@ def test_search_decoding_picks_the_best_and_keeps_greedy_on_ties():
         return lm if cfg.lm_weight > 0 else None
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("persec.models.decoders.ctc.decoding_lm", fake_lm)
+        mp.setattr("persec.decoding.settings.decoding_lm", fake_lm)
         best, trials = search_decoding(
             logits, ["ab", "ab"], base, AB, AB, 4, [0.0, 1.0], [0.0], progress=False
         )
