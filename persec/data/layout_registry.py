@@ -14,6 +14,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from persec.registry import Registry
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -40,12 +42,9 @@ class Layout:
     labelled: bool = True
 
 
-LAYOUTS: dict[str, Layout] = {}
+LAYOUTS: Registry[Layout] = Registry("dataset layout")
 
 
 def register_layout(layout: Layout) -> Layout:
     """Add a layout (detection asks them by ``order``)."""
-    if layout.name in LAYOUTS:
-        raise ValueError(f"dataset layout {layout.name!r} registered twice")
-    LAYOUTS[layout.name] = layout
-    return layout
+    return LAYOUTS.register(layout.name, layout)

@@ -14,14 +14,14 @@ from typing import Any
 
 from torch import nn
 
-OBJECTIVES: dict[str, Callable[[nn.Module, Any], nn.Module]] = {}
+from persec.registry import Registry
+
+OBJECTIVES: Registry[Callable[[nn.Module, Any], nn.Module]] = Registry("objective")
 
 
 def register_objective(name: str, build: Callable[[nn.Module, Any], nn.Module]) -> None:
     """Make ``build(encoder, config_section)`` the objective called ``name``."""
-    if name in OBJECTIVES:
-        raise ValueError(f"objective {name!r} registered twice")
-    OBJECTIVES[name] = build
+    OBJECTIVES.register(name, build)
 
 
 def build_objective(name: str, encoder: nn.Module, config: Any) -> nn.Module:

@@ -6,23 +6,20 @@ semi-supervised (label fraction) protocols.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from persec.config import save_config, to_dict
+from persec.config import to_dict
 from persec.data.augment import AugmentConfig
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig, resolve_charset
+from persec.training.run import fit_run
 from persec.training.systems import OptimConfig, RecognitionSystem
 from persec.training.trainer import (
     TrainerConfig,
-    build_trainer,
     compile_encoder,
-    kept_metrics,
     read_checkpoint_state,
-    resume_path,
     start_run,
 )
 
@@ -166,26 +163,16 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         augment=config.augment if config.augment.enabled else None,
     )
     monitor = "val/word_acc" if data.val_sets else None
-    trainer, checkpoint = build_trainer(
-        config.trainer, out, monitor, grad_clip=config.optim.grad_clip, callbacks=callbacks
-    )
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    ckpt = resume_path(out, config.resume)
-    start = time.time()
-    with kept_metrics(out, config.resume and trainer.is_global_zero):
-        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    run = fit_run(config, system, data, monitor, callbacks)
+    trainer, checkpoint = run.trainer, run.checkpoint
     best = checkpoint.best_model_path
     if best:
         model.load_state_dict(read_checkpoint_state(best, prefix="model."))
-    if trainer.global_step == 0:
-        raise PersecError("training ran no step (check the data and trainer.max_steps)")
     model_dir = model.save(out / "model") if trainer.is_global_zero else out / "model"
     score = checkpoint.best_model_score
     return FinetuneResult(
         model_dir=model_dir,
         best_val_word_acc=float(score) if score is not None else None,
         steps=trainer.global_step,
-        seconds=time.time() - start,
+        seconds=run.seconds,
     )

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from persec.config import load_config_dict, save_config, to_dict
+from persec.config import load_config_dict, to_dict
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
 from persec.errors import PersecError
 from persec.image import ImageConfig
@@ -30,13 +29,11 @@ from persec.objectives.registry import build_objective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.training.callbacks import EncoderSnapshots, ProbeAtValidation, snapshot_dir
 from persec.training.probe import ProbeConfig
+from persec.training.run import fit_run
 from persec.training.systems import OptimConfig, PretrainSystem
 from persec.training.trainer import (
     TrainerConfig,
-    build_trainer,
     compile_encoder,
-    kept_metrics,
-    resume_path,
     start_run,
 )
 from persec.weights import load_state, read_json, read_safetensors, write_module
@@ -187,23 +184,13 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
                 config.snapshots, out / SNAPSHOTS, lambda enc, d: save_encoder(enc, model, d)
             )
         )
-    trainer, _ = build_trainer(
-        config.trainer, out, None, grad_clip=config.optim.grad_clip, callbacks=callbacks
-    )
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    ckpt = resume_path(out, config.resume)
-    start = time.time()
-    with kept_metrics(out, config.resume and trainer.is_global_zero):
-        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
-    if trainer.global_step == 0:
-        raise PersecError("training ran no step (check the data and trainer.max_steps)")
+    run = fit_run(config, system, data, callbacks=callbacks)
+    trainer = run.trainer
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     result = PretrainResult(
         encoder_path=out / ENCODER_WEIGHTS,
         steps=trainer.global_step,
-        seconds=time.time() - start,
+        seconds=run.seconds,
         final=final,
     )
     if not trainer.is_global_zero:

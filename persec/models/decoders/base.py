@@ -26,6 +26,7 @@ from persec.charset import Charset
 from persec.decoding.settings import (
     check_decoding,
 )
+from persec.registry import Registry
 
 
 @dataclass
@@ -88,22 +89,17 @@ class DecoderSpec:
     greedy_decode: Callable[[torch.Tensor, object], list[tuple[str, float]]]
 
 
-DECODERS: dict[str, DecoderSpec] = {}
+DECODERS: Registry[DecoderSpec] = Registry("decoder")
 
 
 def register_decoder(spec: DecoderSpec) -> DecoderSpec:
     """Add a head to :data:`DECODERS` (a module of this package calls it on import)."""
-    if spec.name in DECODERS:
-        raise ValueError(f"decoder {spec.name!r} registered twice")
-    DECODERS[spec.name] = spec
-    return spec
+    return DECODERS.register(spec.name, spec)
 
 
 def decoder_spec(name: str) -> DecoderSpec:
     """The registered head called ``name``. Raises ValueError for an unknown one."""
-    if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r}: use one of {', '.join(DECODERS)}")
-    return DECODERS[name]
+    return DECODERS.get(name)
 
 
 def build_decoder(cfg: DecoderConfig, in_dim: int, charset: Charset) -> nn.Module:

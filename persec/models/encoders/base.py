@@ -30,6 +30,7 @@ from torch import nn
 
 from persec.models.aggregator import AggregatorConfig, ContextAggregator
 from persec.models.features import Features
+from persec.registry import Registry
 
 
 @dataclass
@@ -138,15 +139,12 @@ class EncoderSpec:
     build: Callable[[EncoderConfig, dict[str, list[int]], dict], TextEncoder]
 
 
-ENCODERS: dict[str, EncoderSpec] = {}
+ENCODERS: Registry[EncoderSpec] = Registry("encoder")
 
 
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     """Add a family to :data:`ENCODERS` (a module of this package calls it on import)."""
-    if spec.name in ENCODERS:
-        raise ValueError(f"encoder {spec.name!r} registered twice")
-    ENCODERS[spec.name] = spec
-    return spec
+    return ENCODERS.register(spec.name, spec)
 
 
 def build_encoder(cfg: EncoderConfig) -> TextEncoder:
@@ -155,9 +153,7 @@ def build_encoder(cfg: EncoderConfig) -> TextEncoder:
     Raises:
         ValueError: unknown name or size, or per-stage lists of different lengths.
     """
-    if cfg.name not in ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.name!r}: use one of {', '.join(ENCODERS)}")
-    spec = ENCODERS[cfg.name]
+    spec = ENCODERS.get(cfg.name)
     if cfg.size not in spec.presets:
         raise ValueError(f"unknown encoder size {cfg.size!r}: use one of {', '.join(spec.presets)}")
     if cfg.input_height % 4:
