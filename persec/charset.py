@@ -25,6 +25,9 @@ PRESETS: dict[str, str] = {
     "94_full": string.digits + string.ascii_lowercase + string.ascii_uppercase + string.punctuation,
 }
 
+# The standard STR protocol's charset: case-insensitive digits and letters.
+STANDARD_CHARSET = "36_lowercase"
+
 # Reasons a label is rejected; shared by datasets and `persec data stats`.
 EMPTY = "empty label"
 OUT_OF_CHARSET = "label outside charset"
@@ -87,9 +90,13 @@ class Charset:
 
     @classmethod
     def from_spec(cls, spec: str | Charset) -> Charset:
-        """A preset name (``36_lowercase`` ...), a path to a charset file, or a Charset."""
+        """A preset name (``36_lowercase`` ...), a path to a charset file, the
+        characters themselves as a saved model records them (``chars:<characters>``),
+        or a Charset."""
         if isinstance(spec, Charset):
             return spec
+        if spec.startswith("chars:"):
+            return cls(spec[len("chars:") :])
         if spec in PRESETS:
             return cls(PRESETS[spec], name=spec)
         if Path(spec).is_file():
@@ -252,3 +259,8 @@ class AttentionTokenizer:
             if 1 <= i <= len(self.charset):
                 out.append(self.charset.chars[i - 1])
         return "".join(out)
+
+
+def resolve_charset(spec: Charset | str | None) -> Charset | None:
+    """:meth:`Charset.from_spec`, with ``None`` (no charset: labels as written) kept."""
+    return None if spec is None else Charset.from_spec(spec)

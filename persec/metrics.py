@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
-from persec.charset import PRESETS, Charset
+from persec.charset import PRESETS, STANDARD_CHARSET, Charset
 
 
 def eval_charset(
@@ -48,9 +48,9 @@ def eval_charset(
         return Charset.from_spec("62_mixed")
     if punctuation:
         return Charset(
-            PRESETS["36_lowercase"] + string.punctuation, name="36_lowercase+punctuation"
+            PRESETS[STANDARD_CHARSET] + string.punctuation, name=f"{STANDARD_CHARSET}+punctuation"
         )
-    return Charset.from_spec("36_lowercase")
+    return Charset.from_spec(STANDARD_CHARSET)
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -140,7 +140,7 @@ class ScoreAccumulator:
             both predictions and ground truths are mapped through it.
     """
 
-    def __init__(self, name: str, charset: str | Charset = "36_lowercase"):
+    def __init__(self, name: str, charset: str | Charset = STANDARD_CHARSET):
         self.name = name
         self.charset = Charset.from_spec(charset)
         self.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from persec.charset import STANDARD_CHARSET
 from persec.commands.data_split import add_split_parser
 from persec.data.folder import folder_to_lmdb
 from persec.data.stats import (
@@ -30,7 +31,7 @@ def add_parser(subparsers) -> None:
     stats.add_argument("path", metavar="PATH", help="dataset directory")
     stats.add_argument(
         "--charset",
-        default="36_lowercase",
+        default=STANDARD_CHARSET,
         metavar="SPEC",
         help="36_lowercase (default), 62_mixed, 94_full or a file with one character per line",
     )

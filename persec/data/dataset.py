@@ -125,11 +125,6 @@ class SkipReport:
         return f"SkipReport({self.summary()!r})"
 
 
-def resolve_charset(charset: Charset | str | None) -> Charset | None:
-    """A :class:`Charset` from a preset name, a file path or a Charset; ``None`` stays ``None``."""
-    return None if charset is None else Charset.from_spec(charset)
-
-
 def filter_label(
     raw: str,
     charset: Charset | None,

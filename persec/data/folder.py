@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from persec.charset import Charset
+from persec.charset import Charset, resolve_charset
 from persec.data.dataset import (
     GT_FILE,
     MISSING_FILE,
@@ -29,7 +29,6 @@ from persec.data.dataset import (
     SkipReport,
     dataset_name,
     filter_label,
-    resolve_charset,
 )
 from persec.data.gtfile import read_gt_file
 from persec.data.layout_registry import Layout, register_layout

@@ -20,7 +20,7 @@ import lmdb
 import numpy as np
 from torch.utils.data import Dataset
 
-from persec.charset import Charset
+from persec.charset import Charset, resolve_charset
 from persec.data.dataset import (
     LABEL_NOT_UTF8,
     MISSING_KEY,
@@ -29,7 +29,6 @@ from persec.data.dataset import (
     SkipReport,
     dataset_name,
     filter_label,
-    resolve_charset,
 )
 from persec.data.layout_registry import Layout, register_layout
 from persec.errors import DataError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from persec.charset import Charset
+from persec.charset import STANDARD_CHARSET, Charset
 from persec.data.dataset import Skipped, SkipReport
 from persec.data.layouts import detect_layout, open_dataset
 from persec.data.splits import parse_part
@@ -38,7 +38,7 @@ class DatasetStats:
 
 def compute_stats(
     path: str | Path,
-    charset: Charset | str | None = "36_lowercase",
+    charset: Charset | str | None = STANDARD_CHARSET,
     max_length: int | None = 25,
     decode: bool = True,
     progress: bool | None = None,

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import torch
 
-from persec.charset import Charset, CTCTokenizer
+from persec.charset import STANDARD_CHARSET, Charset, CTCTokenizer
 
 BOS = "^"  # pads the context before a word's first character
 EOS = "$"  # the word ends
@@ -120,7 +120,7 @@ def english_word_lm(words: int = 50_000, order: int = 6, discount: float = 0.75)
     case-folded to 36 lowercase alphanumerics (built once per process, ~2 s)."""
     from persec.data.render.words import load_vocabulary
 
-    charset = Charset.from_spec("36_lowercase")
+    charset = Charset.from_spec(STANDARD_CHARSET)
     vocab, _ = load_vocabulary("wordfreq", words, 1.0, charset, 25)
     return CharNgramLM(vocab, order=order, discount=discount, alphabet="".join(charset.chars))
 

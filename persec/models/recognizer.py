@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from persec.charset import Charset
+from persec.charset import STANDARD_CHARSET, Charset
 from persec.config import load_config_dict, to_dict
 from persec.decoding.settings import DECODING_FIELDS, greedy_decoding
 from persec.errors import PersecError
@@ -52,17 +52,10 @@ class RecognizerConfig:
         decoder: CTC or attention head.
     """
 
-    charset: str = "36_lowercase"
+    charset: str = STANDARD_CHARSET
     image: ImageConfig = field(default_factory=ImageConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-
-
-def resolve_charset(spec: str) -> Charset:
-    """``chars:<characters>`` (as saved) or anything :meth:`Charset.from_spec` accepts."""
-    if spec.startswith("chars:"):
-        return Charset(spec[len("chars:") :])
-    return Charset.from_spec(spec)
 
 
 def as_pil_image(image: ImageLike) -> Image.Image:
@@ -123,7 +116,7 @@ class Recognizer(nn.Module):
         config.encoder.in_channels = config.image.channels
         config.encoder.input_height = config.image.height
         self.config = config
-        self.charset = resolve_charset(config.charset)
+        self.charset = Charset.from_spec(config.charset)
         self.encoder = build_encoder(config.encoder)
         self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.charset)
 

@@ -9,11 +9,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from persec.charset import Charset
 from persec.config import to_dict
 from persec.data.augment import AugmentConfig
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
-from persec.models.recognizer import Recognizer, RecognizerConfig, resolve_charset
+from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.training.run import fit_run
 from persec.training.systems import OptimConfig, RecognitionSystem
 from persec.training.trainer import (
@@ -93,7 +94,7 @@ def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> li
     of nothing); the charset counts as the same when both spell the same characters.
     """
     want, have, default = to_dict(requested), saved.saved_config(), to_dict(RecognizerConfig())
-    if resolve_charset(want["charset"]).chars == saved.charset.chars:
+    if Charset.from_spec(want["charset"]).chars == saved.charset.chars:
         want["charset"] = have["charset"]
 
     def leaves(d: dict, prefix: str = "model.") -> dict:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from persec.charset import Charset, CTCTokenizer
+from persec.charset import STANDARD_CHARSET, Charset, CTCTokenizer
 from persec.data.render.config import SynthConfig
 from persec.data.render.dataset import SynthDataset
 from persec.image import ImageConfig, ToTensor
@@ -58,7 +58,7 @@ class ProbeConfig:
     steps: int = 2000
     batch_size: int = 256
     lr: float = 3e-3
-    charset: str = "36_lowercase"
+    charset: str = STANDARD_CHARSET
     leak: bool = True
     leak_samples: int = 5000
     leak_steps: int = 200

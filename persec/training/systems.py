@@ -262,8 +262,10 @@ class RecognitionSystem(_TrainingSystem):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        """Start a fresh ``36_lowercase`` word-accuracy score for each validation set."""
-        charset = "36_lowercase"
+        """Start a fresh word-accuracy score for each validation set, under the model's
+        own charset (the 36-character protocol for a 36-character model; case and
+        punctuation count for a model that writes them)."""
+        charset = self.model.charset
         self._scores = [
             ScoreAccumulator(self._val_name(i), charset) for i in range(max(1, len(self.val_names)))
         ]

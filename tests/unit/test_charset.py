@@ -132,3 +132,15 @@ def test_attention_decode_stops_at_eos():
     assert tok.decode([4, 3, 1, 0, 5]) == "ca"  # BOS skipped
     assert tok.decode([0, 1]) == ""
     assert tok.decode(tok.encode(["cab"])[0]) == "cab"
+
+
+def test_one_charset_resolver_for_presets_files_and_saved_characters(tmp_path):
+    from persec.charset import STANDARD_CHARSET, resolve_charset
+
+    saved = Charset.from_spec("chars:ab£")  # as a saved model's config.json records it
+    assert "".join(saved.chars) == "ab£"
+    assert resolve_charset(None) is None
+    assert resolve_charset(STANDARD_CHARSET).name == "36_lowercase"
+    (tmp_path / "c.txt").write_text("x\ny\n")
+    assert len(resolve_charset(str(tmp_path / "c.txt"))) == 2
+    assert resolve_charset(saved) is saved
