@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import FINETUNE_TINY, render_words
+from tiny import FINETUNE_TINY
 
 from persec.data.module import label_subset
 from persec.errors import PersecError
@@ -20,9 +20,10 @@ from persec.training.systems import OptimConfig, lr_factor
 
 
 @pytest.fixture(scope="module")
-def words(tmp_path_factory):
-    """64 rendered word images (an LMDB) shared by the tests of this module."""
-    return render_words(tmp_path_factory, n=64, seed=3)
+def words(learned_words):
+    """64 rendered word images (an LMDB) shared by the tests of this module: the
+    session's ``learned_words``."""
+    return learned_words
 
 
 def test_label_subset_is_deterministic_and_sized():
@@ -102,26 +103,11 @@ def _metrics(path):
         return list(csv.DictReader(f))
 
 
-def test_tiny_model_learns_64_images(words, tmp_path, run_cli):
-    code, out, err = run_cli(
-        [
-            "finetune",
-            *FINETUNE_TINY,
-            "data.batch_size=64",
-            f"data.train=[{words}]",
-            f"data.val=[{words}]",
-            "model.decoder.hidden=128",
-            "trainer.max_steps=500",
-            "trainer.val_every=100",
-            "optim.schedule=constant",
-            f"output_dir={tmp_path / 'run'}",
-        ]
-    )
-    assert code == 0, err
-    assert "best validation word accuracy 100.00%" in out
-    model = Recognizer.load(tmp_path / "run" / "model")
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-    rows = _metrics(tmp_path / "run" / "metrics.csv")
+def test_tiny_model_learns_64_images(learned):
+    assert "best validation word accuracy 100.00%" in learned.stdout
+    model = Recognizer.load(learned.model)
+    assert (learned.model / "model.safetensors").is_file()
+    rows = _metrics(learned.run / "metrics.csv")
     accs = [float(r["val/word_acc"]) for r in rows if r.get("val/word_acc")]
     assert max(accs) == 100.0 and accs[0] < 100.0
     assert model.config.encoder.size == "tiny"
