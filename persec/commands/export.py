@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from persec.commands.options import (
     add_command,
     add_model_argument,
@@ -16,9 +14,11 @@ from persec.errors import PersecError
 from persec.hub import default_model_dir
 from persec.inference.export import DEFAULT_OPSET, FORMATS, check_format, export_model, sidecar_path
 from persec.inference.model import load_model
-from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
-from persec.inference.read import list_images
-from persec.models.recognizer import Recognizer
+from persec.inference.onnx_runtime import (
+    OnnxRecognizer,
+    check_parity,
+    parity_images,
+)
 
 HELP = "export a saved model to ONNX (image -> logits), with a JSON sidecar for decoding"
 
@@ -26,7 +26,8 @@ EPILOG = f"""\
 Writes FILE (input 'images' (B, C, H, W) float32 in [-1, 1], B dynamic, H x W fixed by
 the model; output 'logits' (B, L, V)) and FILE.json (charset, image size, decoder kind,
 tensor names): enough to decode without persec's PyTorch model, or with
-persec.inference.export.OnnxRecognizer. CTC models export their per-frame logits; attention models
+persec.inference.onnx_runtime.OnnxRecognizer. CTC models export their per-frame logits;
+attention models
 run their greedy loop for all max_length + 1 steps inside the graph.
 
 --check runs PyTorch and onnxruntime on the same images (the files given, or 16 words
@@ -35,8 +36,6 @@ how many decoded texts agree; it fails (exit status 2) when a text differs or a 
 differs by more than --atol. Without --model, the shipped model at {default_model_dir()}
 is exported.
 """
-
-CHECK_RENDERED = 16
 
 
 def add_parser(subparsers) -> None:
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({size_mb:.1f} MB) and {sidecar_path(out)}")
     if args.check is None:
         return 0
-    images, source = _check_images(model, args.check)
+    images, source = parity_images(model, args.check)
     report = check_parity(model, OnnxRecognizer(out), images)
     print(f"check on {len(images)} {source}: {report.summary()}")
     if report.mismatches:
@@ -92,15 +91,3 @@ def run(args: argparse.Namespace) -> int:
             f"parity check failed: max |Δlogit| {report.max_abs_diff:.2e} > --atol {args.atol:g}"
         )
     return 0
-
-
-def _check_images(model: Recognizer, inputs: list[str]) -> tuple[torch.Tensor, str]:
-    """(B, C, H, W) with the model's preprocessing: the given files, or rendered words."""
-    if inputs:
-        paths = list_images(inputs)
-        return torch.stack([model.preprocess(p) for p in paths]), "given images"
-    from persec.data.render.synth import WordRenderer  # font discovery only when rendering
-
-    renderer = WordRenderer(split="test", seed=0)
-    crops = [renderer.render(i)[0] for i in range(CHECK_RENDERED)]
-    return torch.stack([model.preprocess(c) for c in crops]), "rendered images"
