@@ -56,11 +56,17 @@ splits: install
 #   7  the average of steps 5, 6a and 6b    seconds
 #   8  beam-search and LM weights chosen on the held-out crops (~20 s), then the report
 # RECIPE=persec-small-cpu is the 2-core CPU recipe (steps 0, 1, 2, 8; ~70 minutes, a
-# weaker model, in runs/shipped-cpu/).
+# weaker model). The recipe files name their folders, so the run folder is fixed.
 RECIPE ?= persec-small
-SHIPPED_RUN = $(if $(filter persec-small-cpu,$(RECIPE)),runs/shipped-cpu,runs/shipped)
+override SHIPPED_RUN = runs/shipped
 SHIPPED_MODEL = persec/shipped/persec-small
 train-shipped: install
+ifdef SHIPPED
+	$(error SHIPPED is gone: use RECIPE=persec-small (the default) or RECIPE=persec-small-cpu)
+endif
+ifeq ($(wildcard configs/recipes/$(RECIPE)/1-*.yaml),)
+	$(error no recipe configs/recipes/$(RECIPE)/: use RECIPE=persec-small or RECIPE=persec-small-cpu)
+endif
 	rm -rf $(SHIPPED_RUN)
 	$(PERSEC) data split ../shared/data/IIIT5K_train --out $(SHIPPED_RUN)/iiit5k --holdout 500 --seed 0
 	for step in configs/recipes/$(RECIPE)/[1-6]*.yaml; do \

@@ -7,7 +7,7 @@ give 62,500 images at 1×, 250,000 at 4× and 1,000,000 at 16×). The links keep
 disk use to one shard; every shard is still opened, parsed and decoded on its own,
 but its bytes come from the page cache, not the disk.
 
-For each corpus size a fresh process builds a :class:`~persec.data.shards.format.ShardStream`
+For each corpus size a fresh process builds a :class:`~persec.data.shards.stream.ShardStream`
 and reads ``--batches`` batches through a ``StreamLoader`` (same batch size, workers
 and shuffle buffer each time) while a thread samples the resident memory of the
 process and its loader workers every 20 ms. Sizes are measured round-robin

@@ -43,6 +43,7 @@ def load_config(
     """
     base = OmegaConf.structured(schema)
     layers: list[Any] = [] if path is None else read_yaml_layers(Path(path))
+    based = len(layers) > 1  # the file starts from another (base:)
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
@@ -52,7 +53,9 @@ def load_config(
         merged = OmegaConf.merge(base, *layers)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
-        where = f" (in {path})" if path is not None else ""
+        where = ""
+        if path is not None:  # the key may sit in a file the config is based on
+            where = f" (in {path}{' or a file it is based on' if based else ''})"
         raise ConfigError(f"bad config{where}: {_describe(e)}") from e
 
 

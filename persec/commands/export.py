@@ -27,8 +27,7 @@ Writes FILE (input 'images' (B, C, H, W) float32 in [-1, 1], B dynamic, H x W fi
 the model; output 'logits' (B, L, V)) and FILE.json (charset, image size, decoder kind,
 tensor names): enough to decode without persec's PyTorch model, or with
 persec.inference.onnx_runtime.OnnxRecognizer. CTC models export their per-frame logits;
-attention models
-run their greedy loop for all max_length + 1 steps inside the graph.
+attention models run their greedy loop for all max_length + 1 steps inside the graph.
 
 --check runs PyTorch and onnxruntime on the same images (the files given, or 16 words
 rendered in held-out fonts when none are) and prints the largest logit difference and

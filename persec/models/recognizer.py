@@ -92,7 +92,7 @@ def read_in_batches(
     crop's turned versions go into the same batch and the best reading is kept
     (:func:`persec.orientation.best_readings`). ``recognize`` maps a batch
     (N, C, H, W) to its decoded readings; :meth:`Recognizer.read` and the ONNX
-    reader (:class:`persec.inference.export.OnnxRecognizer`) share this loop.
+    reader (:class:`persec.inference.onnx_runtime.OnnxRecognizer`) share this loop.
     """
     transform = OrientedTransform(ToTensor(image), orient)
     out: list[tuple[str, float]] = []

@@ -25,7 +25,7 @@ from persec.image import ImageConfig
 from persec.models.encoders.base import EncoderConfig, TextEncoder, build_encoder
 from persec.models.recognizer import ENCODER_WEIGHTS, save_encoder
 from persec.objectives.persec import PersecConfig, PersecObjective
-from persec.objectives.registry import build_objective
+from persec.objectives.registry import OBJECTIVES, build_objective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.training.callbacks import EncoderSnapshots, ProbeAtValidation, snapshot_dir
 from persec.training.probe import ProbeConfig
@@ -106,6 +106,10 @@ def build_pretraining(
         PersecError: an unknown objective or a config it cannot use (e.g. PerSec
             without aggregators).
     """
+    if config.objective not in OBJECTIVES:  # before any model is built
+        raise PersecError(
+            f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}"
+        )
     config.model.in_channels = config.image.channels
     config.model.input_height = config.image.height
     try:

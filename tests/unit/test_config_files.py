@@ -69,6 +69,12 @@ def test_base_merges_under_the_file_and_rejects_cycles(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\ntrainer: {max_steps: 7}\n")
     config = load_config(FinetuneConfig, tmp_path / "b.yaml", ["trainer.seed=9"])
     assert (config.trainer.max_steps, config.trainer.seed, config.output_dir) == (7, 9, "runs/a")
+    (tmp_path / "bad.yaml").write_text("trainer: {max_stepz: 5}\n")
+    (tmp_path / "d.yaml").write_text("base: bad.yaml\n")
+    with pytest.raises(ConfigError, match="in .*d.yaml or a file it is based on.*max_stepz"):
+        load_config(FinetuneConfig, tmp_path / "d.yaml")
+    with pytest.raises(ConfigError, match=r"in .*bad.yaml\): .*max_stepz"):
+        load_config(FinetuneConfig, tmp_path / "bad.yaml", ["trainer.seed=1"])
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     with pytest.raises(ConfigError, match="base cycle"):
         load_config(FinetuneConfig, tmp_path / "b.yaml")

@@ -9,7 +9,7 @@ can reach in between the levels::
                  -> height collapsed to 1                       -> seq  (B, T=W/4, C_h)
     forward:     Features(low, semantic_aggregator(seq))
 
-The aggregator slots hold windowed-attention :class:`~persec.models.attention.ContextAggregator`
+The aggregator slots hold windowed-attention :class:`~persec.models.aggregator.ContextAggregator`
 modules (``EncoderConfig.aggregators``, on by default, so a pretrained encoder and a
 recognizer built from the same config match); they stay on the forward path when
 fine-tuning (method.md). With ``aggregators=false`` the slots are ``nn.Identity``.
