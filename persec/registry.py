@@ -33,10 +33,6 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}: use one of {', '.join(self._items)}")
         return self._items[name]
 
-    def names(self) -> list[str]:
-        """The registered names, in registration order."""
-        return list(self._items)
-
     def values(self) -> list[T]:
         """The registered items, in registration order."""
         return list(self._items.values())
