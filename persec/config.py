@@ -151,11 +151,7 @@ def describe_config(config: Any, indent: int = 0) -> str:
             lines.append(f"{pad}{f.name}:{comment}")
             lines.append(describe_config(value, indent + 2))
         else:
-            text = yaml.safe_dump(
-                to_dict(value) if dataclasses.is_dataclass(value) else value,
-                default_flow_style=True,
-                width=10_000,
-            ).strip()
+            text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
             text = text.removesuffix("\n...").removesuffix("...").strip()
             lines.append(f"{pad}{f.name}: {text}{comment}")
     return "\n".join(lines)

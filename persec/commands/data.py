@@ -8,10 +8,7 @@ import argparse
 from persec.charset import STANDARD_CHARSET
 from persec.commands.data_split import add_split_parser
 from persec.data.folder import folder_to_lmdb
-from persec.data.stats import (
-    compute_stats,
-    format_stats,
-)
+from persec.data.stats import compute_stats, format_stats
 
 HELP = "dataset statistics and the gt.txt folder to LMDB converter"
 

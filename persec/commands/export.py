@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from persec.commands.options import (
-    add_command,
-    add_model_argument,
-    positive_int,
-)
+from persec.commands.options import add_command, add_model_argument, positive_int
 from persec.errors import PersecError
 from persec.hub import default_model_dir
 from persec.inference.export import DEFAULT_OPSET, FORMATS, check_format, export_model, sidecar_path
 from persec.inference.model import load_model
-from persec.inference.onnx_runtime import (
-    OnnxRecognizer,
-    check_parity,
-    parity_images,
-)
+from persec.inference.onnx_runtime import OnnxRecognizer, check_parity, parity_images
 
 HELP = "export a saved model to ONNX (image -> logits), with a JSON sidecar for decoding"
 

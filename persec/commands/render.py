@@ -7,9 +7,7 @@ import os
 from persec.commands.options import add_config_arguments, command_config
 from persec.data.render.config import HardSynthConfig, SynthConfig
 from persec.data.render.synth import WordRenderer
-from persec.data.render.writer import (
-    render_lmdb,
-)
+from persec.data.render.writer import render_lmdb
 from persec.errors import PersecError
 
 HELP = "render synthetic word images (with labels) into an LMDB"

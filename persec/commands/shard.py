@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 
 from persec.data.shards.format import INDEX_FILE
-from persec.data.shards.write import (
-    shard_dataset,
-)
+from persec.data.shards.write import shard_dataset
 
 HELP = "split an image folder, gt.txt folder or LMDB into tar or LMDB shards for streaming"
 

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from persec.charset import Charset
-from persec.data.dataset import (
-    GT_FILE,
-)
+from persec.data.dataset import GT_FILE
 from persec.data.layout_registry import LAYOUTS, Layout
 from persec.data.splits import parse_part, part_list, part_name, read_list
 from persec.errors import DataError

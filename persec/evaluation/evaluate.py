@@ -31,20 +31,11 @@ from tqdm import tqdm
 
 from persec.charset import Charset
 from persec.data.dataset import SkipReport, collate_samples
-from persec.data.layouts import (
-    find_datasets,
-    open_dataset,
-)
+from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import part_name
 from persec.errors import PersecError
 from persec.image import ToTensor
-from persec.metrics import (
-    DatasetScore,
-    ScoreAccumulator,
-    combine,
-    eval_charset,
-    scores_to_rows,
-)
+from persec.metrics import DatasetScore, ScoreAccumulator, combine, eval_charset, scores_to_rows
 from persec.models.recognizer import Recognizer
 from persec.orientation import OrientedTransform, best_readings, check_orient
 

@@ -30,13 +30,7 @@ from pathlib import Path
 from persec.config import to_dict
 from persec.errors import ConfigError, PersecError
 from persec.experiment.grid import Cell, ExperimentConfig, encoder_config, plan, write_done
-from persec.experiment.reports import (
-    HELDOUT,
-    PROBE_TEST,
-    collect_rows,
-    report_path,
-    write_reports,
-)
+from persec.experiment.reports import HELDOUT, PROBE_TEST, collect_rows, report_path, write_reports
 from persec.models.recognizer import ENCODER_WEIGHTS
 from persec.training.trainer import last_checkpoint
 

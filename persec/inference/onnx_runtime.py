@@ -15,11 +15,7 @@ from persec.charset import Charset
 from persec.decoding.settings import DECODING_FIELDS, check_decoding, decode_ctc, decoding_lm
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
-from persec.inference.export import (
-    SIDECAR_FORMAT,
-    first_line,
-    sidecar_path,
-)
+from persec.inference.export import SIDECAR_FORMAT, first_line, sidecar_path
 from persec.inference.read import list_images
 from persec.models.decoders.base import DECODERS, DecoderConfig
 from persec.models.recognizer import ImageLike, Recognizer, as_pil_image, read_in_batches

@@ -24,13 +24,7 @@ from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
 from persec.models.decoders.base import DecoderConfig, build_decoder
 from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
-from persec.weights import (
-    average_states,
-    load_state,
-    read_json,
-    read_safetensors,
-    write_module,
-)
+from persec.weights import average_states, load_state, read_json, read_safetensors, write_module
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

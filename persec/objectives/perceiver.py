@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from persec.objectives.contrastive import (
-    contrastive_loss,
-    other_images,
-)
+from persec.objectives.contrastive import contrastive_loss, other_images
 from persec.objectives.masking import apply_mask, span_mask
 from persec.objectives.quantizer import GumbelProductQuantizer, QuantizerConfig
 

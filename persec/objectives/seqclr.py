@@ -22,10 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from persec.data.augment import (
-    AugmentConfig,
-    augment,
-)
+from persec.data.augment import AugmentConfig, augment
 from persec.models.encoders.base import TextEncoder
 from persec.objectives.persec import PersecOutput
 from persec.objectives.registry import register_objective

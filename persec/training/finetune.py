@@ -17,12 +17,7 @@ from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.training.run import fit_run
 from persec.training.systems import OptimConfig, RecognitionSystem
-from persec.training.trainer import (
-    TrainerConfig,
-    compile_encoder,
-    read_checkpoint_state,
-    start_run,
-)
+from persec.training.trainer import TrainerConfig, compile_encoder, read_checkpoint_state, start_run
 
 logger = logging.getLogger("persec")
 

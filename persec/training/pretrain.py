@@ -31,11 +31,7 @@ from persec.training.callbacks import EncoderSnapshots, ProbeAtValidation, snaps
 from persec.training.probe import ProbeConfig
 from persec.training.run import fit_run
 from persec.training.systems import OptimConfig, PretrainSystem
-from persec.training.trainer import (
-    TrainerConfig,
-    compile_encoder,
-    start_run,
-)
+from persec.training.trainer import TrainerConfig, compile_encoder, start_run
 from persec.weights import load_state, read_json, read_safetensors, write_module
 
 logger = logging.getLogger("persec")

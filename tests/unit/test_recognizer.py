@@ -16,13 +16,7 @@ from tiny import images, tiny_recognizer
 
 from persec.charset import PRESETS
 from persec.errors import PersecError
-from persec.models.recognizer import (
-    CONFIG,
-    ENCODER_CONFIG,
-    ENCODER_WEIGHTS,
-    WEIGHTS,
-    Recognizer,
-)
+from persec.models.recognizer import CONFIG, ENCODER_CONFIG, ENCODER_WEIGHTS, WEIGHTS, Recognizer
 
 
 def grey_array(seed: int = 0) -> np.ndarray:

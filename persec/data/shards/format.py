@@ -20,13 +20,7 @@ from typing import NamedTuple
 
 from persec.data.dataset import LABEL_NOT_UTF8, MISSING_FILE, MISSING_KEY, Skipped
 from persec.data.folder import IMAGE_EXTENSIONS
-from persec.data.lmdb import (
-    image_key,
-    label_key,
-    open_env,
-    read_num_samples,
-    shared_env,
-)
+from persec.data.lmdb import image_key, label_key, open_env, read_num_samples, shared_env
 from persec.errors import DataError
 
 logger = logging.getLogger("persec.data")

@@ -13,16 +13,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from persec.data.dataset import (
-    MISSING_FILE,
-    MISSING_KEY,
-    UNDECODABLE,
-    SkipReport,
-)
+from persec.data.dataset import MISSING_FILE, MISSING_KEY, UNDECODABLE, SkipReport
 from persec.data.layouts import detect_layout, open_dataset
-from persec.data.lmdb import (
-    write_lmdb,
-)
+from persec.data.lmdb import write_lmdb
 from persec.data.shards.format import INDEX_FILE, LABEL_EXTENSION, TAR_SUFFIX
 from persec.errors import DataError
 from persec.image import ImageDecodeError, decode_image

@@ -23,9 +23,7 @@ import torch
 from torch import nn
 
 from persec.charset import Charset
-from persec.decoding.settings import (
-    check_decoding,
-)
+from persec.decoding.settings import check_decoding
 from persec.registry import Registry
 
 
