@@ -19,7 +19,9 @@ Both files hold one 'image_path<TAB>text' line per image; predictions may add a 
 column, the confidence in [0, 1] ('persec read' writes that format). Predictions are
 matched to ground truth by path, or, when the paths differ only by a directory prefix
 (e.g. absolute paths in the prediction file), by that unique suffix. A missing
-prediction counts as an empty (wrong) one. Prediction and ground truth are both mapped
+prediction counts as an empty (wrong) one; when the image beside the ground-truth file
+is missing or cannot be decoded ('persec read' skips those), it is reported as an
+unreadable input, by reason, not as a missing prediction. Prediction and ground truth are both mapped
 through the eval charset (default 36_lowercase: case-insensitive, alphanumerics only);
 as in 'persec eval', ground-truth lines whose label is then empty or longer than
 --max-length are skipped and reported, not scored.
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table([result.score]))
     if result.report.skipped:
         print(f"skipped: {result.report.summary()}")
+    for reason, paths in sorted(result.unreadable.items()):
+        print(f"unreadable input ({reason}): {len(paths)} (scored as empty), first: {paths[0]}")
     print(f"missing predictions: {len(result.missing)} of {result.score.samples} (scored as empty)")
     if result.missing:
         print(f"  first missing: {result.missing[0]}")

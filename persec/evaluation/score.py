@@ -9,21 +9,59 @@ from pathlib import Path
 from typing import Any
 
 from persec.charset import Charset
-from persec.data.dataset import SkipReport, filter_label
+from persec.data.dataset import MISSING_FILE, UNDECODABLE, SkipReport, filter_label
 from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
 from persec.errors import PersecError
+from persec.image import ImageDecodeError, decode_image
 from persec.metrics import DatasetScore, ScoreAccumulator, scores_to_rows
 
 
 @dataclass
 class FileScore:
-    """The score of one prediction file and what was left out of it."""
+    """The score of one prediction file and what was left out of it.
+
+    A scored ground-truth image without a prediction is scored as an empty reading
+    (the protocol counts every crop) and listed once: in ``unreadable`` when the image
+    beside the ground-truth file is missing or cannot be decoded (``persec read``
+    skips those), else in ``missing``.
+    """
 
     score: DatasetScore
     report: SkipReport  # ground-truth lines skipped by the label filter, by reason
-    missing: list[str]  # scored ground-truth paths without a prediction (scored as empty)
+    missing: list[str]  # readable ground-truth images without a prediction
+    unreadable: dict[str, list[str]]  # reason -> ground-truth images that cannot be read
     ignored: list[str]  # predictions for paths not in the ground truth
     by_prefix: int  # predictions matched by a unique path suffix, not the whole path
+
+
+def unreadable_reason(image: Path) -> str | None:
+    """Why ``image`` cannot be read (missing file, undecodable image), or None."""
+    try:
+        data = image.read_bytes()
+    except OSError:
+        return MISSING_FILE
+    try:
+        decode_image(data)
+    except ImageDecodeError:
+        return UNDECODABLE
+    return None
+
+
+def _sort_unmatched(root: Path, paths: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ground-truth paths without a prediction into (readable, unreadable by
+    reason). Paths are relative to ``root``, the ground-truth file's folder; when none
+    of them is found there, the images are simply not beside it and nothing is told
+    apart."""
+    if not any((root / p).is_file() for p in paths):
+        return paths, {}
+    missing, unreadable = [], {}
+    for path in paths:
+        reason = unreadable_reason(root / path)
+        if reason is None:
+            missing.append(path)
+        else:
+            unreadable.setdefault(reason, []).append(path)
+    return missing, unreadable
 
 
 def _dataset_name(gt: Path) -> str:
@@ -42,7 +80,8 @@ def score_files(
 ) -> FileScore:
     """Score ``pred_path`` against ``gt_path`` under the eval protocol: labels through
     ``charset`` (``remove_unsupported``), empty or over-long labels skipped and
-    reported, a missing prediction scored as an empty one.
+    reported, a missing prediction scored as an empty one (and told apart from an
+    unreadable image, see :class:`FileScore`).
 
     Raises:
         DataError: an unreadable or malformed file.
@@ -70,7 +109,10 @@ def score_files(
     )
     unmatched = set(matched.missing)
     missing = [matched.paths[i] for i in keep if matched.paths[i] in unmatched]
-    return FileScore(acc.compute(), report, missing, list(matched.ignored), matched.by_prefix)
+    missing, unreadable = _sort_unmatched(gt_path.parent, missing)
+    return FileScore(
+        acc.compute(), report, missing, unreadable, list(matched.ignored), matched.by_prefix
+    )
 
 
 def file_score_row(result: FileScore, charset: Charset) -> dict[str, Any]:
@@ -78,6 +120,8 @@ def file_score_row(result: FileScore, charset: Charset) -> dict[str, Any]:
     return {
         **scores_to_rows([result.score])[0],
         "missing": len(result.missing),
+        "unreadable": sum(len(v) for v in result.unreadable.values()),
+        "unreadable_by_reason": {k: len(v) for k, v in sorted(result.unreadable.items())},
         "skipped": result.report.skipped,
         "skipped_by_reason": dict(sorted(result.report.counts.items())),
         "ignored": len(result.ignored),

@@ -113,3 +113,34 @@ def test_missing_required_option(run_cli, files):
     gt, _ = files
     code, _, err = run_cli(["score", "--gt", str(gt)])
     assert code == 2 and "--pred" in err
+
+
+def test_unreadable_inputs_told_apart_from_missing_predictions(run_cli, tmp_path):
+    # persec read skips an image it cannot decode, so its ground truth has no
+    # prediction: score says why instead of calling it a missing prediction.
+    from PIL import Image
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    for name in ("ok", "unread"):
+        Image.new("RGB", (64, 16), "white").save(root / "images" / f"{name}.png")
+    (root / "images" / "broken.png").write_bytes(b"not an image")
+    (root / "gt.txt").write_text(
+        "images/ok.png\tok\nimages/unread.png\tunread\n"
+        "images/broken.png\tbroken\nimages/gone.png\tgone\n",
+        encoding="utf-8",
+    )
+    pred = tmp_path / "pred.txt"
+    pred.write_text("images/ok.png\tok\t0.9\n", encoding="utf-8")
+    out_json = tmp_path / "score.json"
+    code, out, err = run_cli(
+        ["score", "--pred", str(pred), "--gt", str(root / "gt.txt"), "--out", str(out_json)]
+    )
+    assert code == 0, err
+    assert _row(out, "set")[:3] == ["set", "4", "25.00"]  # every crop counted
+    assert "(undecodable image): 1 (scored as empty), first: images/broken.png" in out
+    assert "(missing file): 1 (scored as empty), first: images/gone.png" in out
+    assert "missing predictions: 1 of 4" in out and "images/unread.png" in out
+    row = json.loads(out_json.read_text())
+    assert row["missing"] == 1 and row["unreadable"] == 2
+    assert row["unreadable_by_reason"] == {"missing file": 1, "undecodable image": 1}

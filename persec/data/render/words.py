@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from persec.charset import Charset
+from persec.data.render.blocklist import is_blocked
 from persec.errors import PersecError
 
 SYSTEM_WORDS = Path("/usr/share/dict/words")
@@ -48,6 +49,9 @@ class WordConfig:
         p_mixed: weight of ``rAnDoM`` case.
         p_punctuation: chance to attach punctuation to a word (only characters the
             charset holds, e.g. with ``94_full``).
+        filter_profanity: [ours] never render a slur or explicit profanity
+            (:mod:`persec.data.render.blocklist`): such words leave the word list, and a
+            random string that spells one is drawn again.
     """
 
     word_list: str = "wordfreq"
@@ -62,6 +66,7 @@ class WordConfig:
     p_title: float = 0.2
     p_mixed: float = 0.05
     p_punctuation: float = 0.1
+    filter_profanity: bool = True
 
 
 def _normalized_weights(values: list[float], what: str) -> np.ndarray:
@@ -73,13 +78,19 @@ def _normalized_weights(values: list[float], what: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def load_vocabulary(
-    word_list: str, vocab_size: int, zipf_power: float, charset: Charset, max_length: int
+    word_list: str,
+    vocab_size: int,
+    zipf_power: float,
+    charset: Charset,
+    max_length: int,
+    filter_profanity: bool = True,
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """The usable words of a list and their cumulative sampling weights.
 
     Words are NFKD-folded to ASCII (for ASCII charsets) and case-folded for
     single-case charsets; a word that still holds a character outside the charset,
-    or is longer than ``max_length``, is dropped.
+    or is longer than ``max_length``, is dropped, and so, with ``filter_profanity``,
+    is a blocked word (:func:`~persec.data.render.blocklist.is_blocked`).
     Cached per process, so each worker builds it once.
 
     Returns:
@@ -103,6 +114,8 @@ def load_vocabulary(
         if not w or any(c.isspace() for c in w):
             continue
         w = charset.normalize(w)
+        if filter_profanity and is_blocked(w):
+            continue
         if w and w not in seen and len(w) <= max_length and all(c in charset for c in w):
             seen.add(w)
             words.append(w)
@@ -165,11 +178,23 @@ class WordSampler:
     def _vocab(self) -> tuple[tuple[str, ...], np.ndarray]:
         c = self.config
         return load_vocabulary(
-            c.word_list, c.vocab_size, c.zipf_power, self.charset, self.max_length
+            c.word_list,
+            c.vocab_size,
+            c.zipf_power,
+            self.charset,
+            self.max_length,
+            c.filter_profanity,
         )
 
     def sample(self, rng: np.random.Generator) -> str:
-        """One string: a cased word, a random string or a number."""
+        """One string: a cased word, a random string or a number (drawn again while
+        it spells a blocked word, with ``filter_profanity``)."""
+        while True:
+            text = self._draw(rng)
+            if not (self.config.filter_profanity and is_blocked(text)):
+                return text
+
+    def _draw(self, rng: np.random.Generator) -> str:
         source = int(np.searchsorted(self._source_cdf, rng.random(), side="right"))
         if source == 0 and self.config.p_word > 0:
             words, cdf = self._vocab()

@@ -1,0 +1,38 @@
+"""Words persec never renders and its language model never learns [ours].
+
+The list is ``better_profanity``'s (a maintained profanity list on PyPI, MIT), minus
+``allowed_words.txt`` beside this module: the ordinary, medical, legal, historical and
+identity words the list also holds ("stroke", "vodka", "gay", "Dick"). What remains
+are slurs and explicit profanity. Words are compared case-folded, as whole words.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+ALLOWED_FILE = Path(__file__).with_name("allowed_words.txt")
+
+
+def _words(text: str) -> frozenset[str]:
+    lines = (line.split("#", 1)[0].strip().casefold() for line in text.splitlines())
+    return frozenset(line for line in lines if line)
+
+
+@functools.lru_cache(maxsize=1)
+def blocked_words() -> frozenset[str]:
+    """The case-folded words that are filtered out (profanity list minus allow-list)."""
+    listed = resources.files("better_profanity").joinpath("profanity_wordlist.txt")
+    return _words(listed.read_text(encoding="utf-8")) - allowed_words()
+
+
+@functools.lru_cache(maxsize=1)
+def allowed_words() -> frozenset[str]:
+    """The profanity list's words that persec keeps (``allowed_words.txt``)."""
+    return _words(ALLOWED_FILE.read_text(encoding="utf-8"))
+
+
+def is_blocked(word: str) -> bool:
+    """Whether ``word`` (any case) is a filtered word."""
+    return word.casefold() in blocked_words()
