@@ -19,23 +19,65 @@ from safetensors.torch import save_file
 from persec.config import load_config
 
 
+def _digests(images: torch.Tensor) -> list[str]:
+    return [hashlib.sha1(img.numpy().tobytes()).hexdigest() for img in images]
+
+
 class Probe(Callback):
-    """Per rank: a digest of every training image by epoch, and the final parameters."""
+    """Per rank: a digest of every training image by epoch, of every image of the last
+    validation, the metrics that validation logged, the final parameters and, for a
+    recognizer, its scores on the whole first validation set read in this one process."""
 
     def __init__(self, out: Path):
         self.out = out
         self.seen: dict[int, list[str]] = {}
+        self.val_seen: list[str] = []
+        self.val_metrics: dict[str, float] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        digests = [hashlib.sha1(img.numpy().tobytes()).hexdigest() for img in batch[0]]
-        self.seen.setdefault(trainer.current_epoch, []).extend(digests)
+        self.seen.setdefault(trainer.current_epoch, []).extend(_digests(batch[0]))
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val_seen = []
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val_seen.extend(_digests(batch[0]))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        self.val_metrics = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
 
     def on_train_end(self, trainer, pl_module) -> None:
         rank = trainer.global_rank
         params = {k: p.detach().contiguous() for k, p in pl_module.named_parameters()}
         save_file(params, str(self.out / f"rank{rank}.safetensors"))
-        info = {"world_size": trainer.world_size, "steps": trainer.global_step, "seen": self.seen}
+        info = {
+            "world_size": trainer.world_size,
+            "steps": trainer.global_step,
+            "seen": self.seen,
+            "val_seen": self.val_seen,
+            "val_metrics": self.val_metrics,
+        }
+        if hasattr(pl_module, "model") and trainer.datamodule.val_sets:
+            info["one_process"] = _score_alone(pl_module.model, trainer.datamodule.val_sets[0])
         (self.out / f"rank{rank}.json").write_text(json.dumps(info))
+
+
+def _score_alone(model, dataset) -> dict[str, float]:
+    """Word accuracy and CER of ``model`` on all of ``dataset``, read here, unsplit."""
+    from torch.utils.data import DataLoader
+
+    from persec.data.dataset import collate_samples
+    from persec.metrics import ScoreAccumulator
+
+    scores = ScoreAccumulator("alone", model.charset)
+    model.eval()
+    with torch.no_grad():
+        for images, labels, _ in DataLoader(dataset, batch_size=8, collate_fn=collate_samples):
+            predictions = model.decode(model(images))
+            scores.update([p for p, _ in predictions], labels)
+    result = scores.compute()
+    return {"samples": result.samples, "word_acc": result.word_acc, "cer": result.cer}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from persec.data.dataset import collate_samples
 from persec.data.layouts import open_dataset
 from persec.data.render.config import SynthConfig
 from persec.data.render.dataset import SynthDataset
-from persec.data.sampler import ResumableSampler
+from persec.data.sampler import RankShareSampler, ResumableSampler
 from persec.data.shards.stream import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamLoader
 from persec.errors import PersecError
 from persec.image import ImageConfig, ToTensor
@@ -150,11 +150,13 @@ class _ImageDataModule(L.LightningDataModule):
             else:
                 logger.info("training samples: %d", len(self.train_set))
 
-    def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, sampler: ResumableSampler | RankShareSampler | None = None
+    ) -> DataLoader:
         workers = self.config.workers
         return DataLoader(
             dataset,
-            batch_size=sampler.batch_len if sampler else self.config.batch_size,
+            batch_size=getattr(sampler, "batch_len", self.config.batch_size),
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_samples,
@@ -206,7 +208,15 @@ class _ImageDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.train_sampler())
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d) for d in self.val_sets]
+        """One loader per validation set; under DDP each rank reads its own share
+        (:class:`~persec.data.sampler.RankShareSampler`) and the systems add up the
+        ranks' counts, so every sample is scored once."""
+        trainer = self.trainer  # None outside a Trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        for d in self.val_sets:
+            if len(d) < world:  # a rank without a sample would skip the summing
+                raise PersecError(f"validation set {d!r} has fewer samples than the {world} ranks")
+        return [self._loader(d, RankShareSampler(len(d), rank, world)) for d in self.val_sets]
 
 
 class RecognitionDataModule(_ImageDataModule):

@@ -87,3 +87,27 @@ class ResumableSampler(Sampler[int]):
         epoch, offset = divmod(self._start, self.epoch_len)
         self._start = (epoch + 1) * self.epoch_len  # the next iteration is the next epoch
         yield from self.epoch_order(epoch)[offset:].tolist()
+
+
+class RankShareSampler(Sampler[int]):
+    """Indices ``rank, rank + W, rank + 2W, ...`` of a dataset, in order: one rank's
+    share of a validation set. Unlike torch's ``DistributedSampler`` nothing is padded,
+    so no sample is read twice and the shares, summed over ranks, are the set exactly
+    once (they differ in length by at most one).
+
+    Args:
+        size: samples in the dataset.
+        rank: this process's rank.
+        world_size: number of ranks.
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise PersecError(f"rank must be in [0, {world_size}), got {rank}")
+        self.size, self.rank, self.world_size = size, rank, world_size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.world_size))

@@ -13,7 +13,7 @@ import torch
 from persec.data.augment import AugmentConfig
 from persec.data.augment import augment as augment_images
 from persec.errors import PersecError
-from persec.metrics import ScoreAccumulator
+from persec.metrics import DatasetScore, ScoreAccumulator
 from persec.models.recognizer import Recognizer
 
 logger = logging.getLogger("persec")
@@ -180,8 +180,9 @@ class RecognitionSystem(_TrainingSystem):
     """Supervised training of a :class:`Recognizer`, validated by word accuracy.
 
     Logs ``train/loss``, ``train/lr``, ``train/skipped`` and, per validation set,
-    ``val/<name>/word_acc`` plus the sample-weighted ``val/word_acc`` used to select
-    the best checkpoint.
+    ``val/<name>/word_acc`` and ``val/<name>/cer`` plus the sample-weighted
+    ``val/word_acc`` used to select the best checkpoint. Under DDP each rank scores its
+    share of every set and the counts are summed over ranks before anything is logged.
 
     Args:
         model: the recognizer to train.
@@ -284,15 +285,37 @@ class RecognitionSystem(_TrainingSystem):
         )
 
     def on_validation_epoch_end(self) -> None:
-        """Log each validation set's word accuracy and their sample-weighted mean."""
-        scores = [score for score in (s.compute() for s in self._scores) if score.samples]
+        """Log each validation set's word accuracy and their sample-weighted mean, over
+        all ranks (each scored its own share of every set)."""
+        scores = self._summed_over_ranks([s.compute() for s in self._scores])
+        scores = [score for score in scores if score.samples]
         if not scores:
             return
         for s in scores:
             self.log(f"val/{s.name}/word_acc", s.word_acc, add_dataloader_idx=False)
+            if s.cer is not None:
+                self.log(f"val/{s.name}/cer", s.cer, add_dataloader_idx=False)
         total = sum(s.samples for s in scores)
         mean = sum(s.word_acc * s.samples for s in scores) / total
         self.log("val/word_acc", mean, prog_bar=True, add_dataloader_idx=False)
+
+    def _summed_over_ranks(self, scores: list[DatasetScore]) -> list[DatasetScore]:
+        """Each set's raw totals added up over the DDP ranks (as they are on one)."""
+        if self.trainer.world_size == 1:
+            return scores
+        fields = ("samples", "correct", "ned_sum", "edits", "gt_chars")
+        fields += ("confidence_sum", "confidence_count")
+        rows = [[float(getattr(s, f)) for f in fields] for s in scores]
+        totals = torch.tensor(rows, dtype=torch.float64, device=self.device)  # (sets, 7)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum").cpu().tolist()
+        integer = {"samples", "correct", "edits", "gt_chars", "confidence_count"}
+        return [
+            DatasetScore(
+                name=s.name,
+                **{f: round(v) if f in integer else v for f, v in zip(fields, row, strict=True)},
+            )
+            for s, row in zip(scores, totals, strict=True)
+        ]
 
     def configure_optimizers(self):
         """The optimiser and per-step schedule over the recognizer's trainable parameters."""
@@ -377,8 +400,9 @@ class PretrainSystem(_TrainingSystem):
         )
         out = self.objective(self.encoder, images, generator=generator)
         b = images.size(0)
-        self.log("val/loss", out.loss, batch_size=b, add_dataloader_idx=False)
-        self._log_terms("val", out.logs, b, add_dataloader_idx=False)
+        # Each rank validates its own share: the epoch means are averaged over ranks.
+        self.log("val/loss", out.loss, batch_size=b, add_dataloader_idx=False, sync_dist=True)
+        self._log_terms("val", out.logs, b, add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self):
         """The optimiser and per-step schedule over the encoder's and objective's trainable

@@ -23,11 +23,17 @@ def words(tmp_path_factory):
 
 
 def _run_ddp(
-    command: str, tiny: list[str], words: Path, tmp_path: Path, data: str = "train"
+    command: str,
+    tiny: list[str],
+    words: Path,
+    tmp_path: Path,
+    data: str = "train",
+    extra: tuple[str, ...] = (),
 ) -> Path:
     probe = tmp_path / "probe"
     argv = [*tiny, f"data.{data}=[{words}]", "data.batch_size=4", "trainer.max_steps=6"]
     argv += ["trainer.accelerator=cpu", "trainer.devices=2", f"output_dir={tmp_path / 'run'}"]
+    argv += extra
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, str(REPO / "tests" / "ddp_probe.py"), command, str(probe), *argv],
@@ -88,3 +94,22 @@ def test_ddp_pretraining_on_unequal_shards_does_not_hang(words, tmp_path, run_cl
     probe = _run_ddp("pretrain", PRETRAIN_RESUMABLE, shards, tmp_path, data="shards")
     info = _same_weights(probe)
     assert [sum(len(v) for v in i["seen"].values()) for i in info] == [24, 24]
+
+
+@pytest.mark.slow
+def test_ddp_validation_splits_the_set_and_sums_the_counts(words, tmp_path):
+    # Validated after 2 steps: the model still writes noise, so CER is not the trivial
+    # 100% of empty readings and a wrongly summed count would show.
+    extra = (f"data.val=[{words}]", "trainer.max_steps=2", "trainer.val_every=2")
+    probe = _run_ddp("finetune", FINETUNE_RESUMABLE, words, tmp_path, extra=extra)
+    info = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    halves = [set(i["val_seen"]) for i in info]
+    assert [len(i["val_seen"]) for i in info] == [16, 16]  # 32 images, each read once
+    assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 32
+    alone = info[0]["one_process"]  # the same weights reading all 32 in one process
+    assert alone["samples"] == 32 and alone["cer"] not in (0, 100), alone
+    name = words.name
+    for rank in info:
+        logged = rank["val_metrics"]
+        assert logged["val/word_acc"] == pytest.approx(alone["word_acc"])
+        assert logged[f"val/{name}/cer"] == pytest.approx(alone["cer"])
