@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from persec._version import __version__
-from persec.errors import PersecError
+from persec.errors import PersecError, RunStopped
 
 # Order here is the order in `persec --help`.
 COMMANDS = [
@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Stray ``key=value`` overrides after other options are folded back into the
     command's overrides; with no subcommand, print the help and return 2. A
-    :class:`~persec.errors.PersecError` prints one line and returns 2, a broken pipe
+    :class:`~persec.errors.PersecError` prints one line and returns 2, a run stopped
+    for a SLURM requeue (:class:`~persec.errors.RunStopped`) returns 3, a broken pipe
     returns 0 and Ctrl-C returns 130.
     """
     parser = build_parser()
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PersecError as e:
         print(f"persec {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:
+        print(f"persec {args.command}: {e}", file=sys.stderr)
+        return 3
     except BrokenPipeError:  # e.g. `persec data stats X | head`
         sys.stderr.close()
         return 0

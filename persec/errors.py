@@ -14,3 +14,9 @@ class ConfigError(PersecError):
 
 class DataError(PersecError):
     """A dataset that cannot be opened or has the wrong layout."""
+
+
+class RunStopped(Exception):
+    """A training run stopped before its end on purpose (e.g. for a SLURM requeue); its
+    checkpoint holds the state a resumed run continues from. Not a failure of the
+    input: the CLI prints the message and exits with status 3."""

@@ -2,8 +2,9 @@
 collate (:func:`persec.data.layouts.open_dataset` picks the reader for a path).
 
 Skips are never silent and never fatal. A sample that cannot be used is counted by
-reason: label problems and missing keys/files at init (in ``dataset.report``, logged
-once per dataset), undecodable images when read (``__getitem__`` returns a
+reason: label problems and missing keys/files at init (in ``dataset.report``, which
+whoever opened the dataset reports once: the training data modules log it, ``eval``,
+``data stats`` and ``shard`` print it with their results), undecodable images when read (``__getitem__`` returns a
 :class:`Skipped` and :func:`collate_samples` counts it).
 """
 

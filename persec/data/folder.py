@@ -87,7 +87,7 @@ class FolderDataset(_FileDataset):
 
     Each ``gt.txt`` line is ``relative/path.png<TAB>label`` (paths relative to the
     gt file's folder). Listed files that do not exist and labels that fail the
-    filter are skipped and counted in ``self.report`` (logged once). When both apply,
+    filter are skipped and counted in ``self.report``. When both apply,
     the missing file is the reason counted.
 
     Args:
@@ -165,7 +165,6 @@ class FolderDataset(_FileDataset):
             self.raw_labels.append(raw)
         self._labels = None if unlabelled else labels
         self.report.keep(len(self._paths))
-        self.report.log()
 
 
 class ImageFolderDataset(_FileDataset):
@@ -199,7 +198,6 @@ class ImageFolderDataset(_FileDataset):
             )
         self.report = SkipReport(self.name)
         self.report.keep(len(self._paths))
-        self.report.log()
 
 
 def _image_files(root: Path) -> Iterator[Path]:

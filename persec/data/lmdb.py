@@ -203,8 +203,7 @@ class _Shard:
 class LmdbDataset(Dataset):
     """Samples from one LMDB or a directory tree of LMDBs, concatenated.
 
-    Labels are read and filtered once at init (skips counted in ``self.report`` and
-    logged once); images are read and decoded in ``__getitem__``. The LMDB handles
+    Labels are read and filtered once at init (skips counted in ``self.report``); images are read and decoded in ``__getitem__``. The LMDB handles
     are opened lazily in each process (see :func:`shared_env`): they are not part of
     the dataset's state, so it pickles, and ``DataLoader`` workers open their own.
 
@@ -247,7 +246,6 @@ class LmdbDataset(Dataset):
         self._shards = [self._scan(p) for p in paths]
         # _offsets[k] = index of the first sample of shard k in the concatenation.
         self._offsets = np.cumsum([0] + [s.length for s in self._shards]).tolist()
-        self.report.log()
 
     @property
     def paths(self) -> list[Path]:

@@ -115,6 +115,14 @@ class _ImageDataModule(L.LightningDataModule):
     def _open(self, path: str) -> Dataset:
         raise NotImplementedError
 
+    def _opened(self, path: str) -> Dataset:
+        """``_open(path)``, its skip report logged (once: datasets do not log)."""
+        dataset = self._open(path)
+        report = getattr(dataset, "report", None)
+        if report is not None:
+            report.log()
+        return dataset
+
     def build_train(self) -> Dataset:
         """All training sources, concatenated (or the stream of ``data.shards``)."""
         c = self.config
@@ -122,7 +130,7 @@ class _ImageDataModule(L.LightningDataModule):
             return self.build_stream()
         if c.train_repeat < 1:
             raise PersecError(f"data.train_repeat must be >= 1, got {c.train_repeat}")
-        parts: list[Dataset] = [self._open(p) for p in c.train] * c.train_repeat
+        parts: list[Dataset] = [self._opened(p) for p in c.train] * c.train_repeat
         if c.synth_train > 0:
             parts.append(
                 SynthDataset(c.synth_train, c.synth, "train", c.synth_seed, self.transform)
@@ -134,7 +142,7 @@ class _ImageDataModule(L.LightningDataModule):
     def build_val(self) -> list[Dataset]:
         """One validation set per source (each is reported on its own)."""
         c = self.config
-        sets: list[Dataset] = [self._open(p) for p in c.val]
+        sets: list[Dataset] = [self._opened(p) for p in c.val]
         if c.synth_val > 0:
             sets.append(
                 SynthDataset(c.synth_val, c.synth, "test", c.synth_val_seed, self.transform)

@@ -82,7 +82,7 @@ def evaluate_dataset(
     """Score ``model`` on one opened dataset (see :func:`open_eval_dataset`).
 
     Images that cannot be decoded are dropped by
-    :func:`~persec.data.dataset.collate_samples`, counted, and logged once at the end.
+    :func:`~persec.data.dataset.collate_samples` and counted in the returned report.
 
     Args:
         model: the recognizer (its device is used; it is put in eval mode for the run).
@@ -142,13 +142,6 @@ def evaluate_dataset(
     for reason, n in skipped.items():
         for _ in range(n):
             report.skip_kept(reason)
-    if skipped:
-        logger.warning(
-            "%s: %d image(s) skipped when read, not scored (%s)",
-            name,
-            sum(skipped.values()),
-            ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())),
-        )
     return accumulator.compute(), report
 
 
@@ -183,7 +176,8 @@ def evaluate(
         workers: DataLoader worker processes.
         max_label_length: longer labels (after mapping) are skipped (``None``: no limit).
         progress: a progress bar per dataset (``None``: only on a terminal).
-        reports: when a list is given, one :class:`SkipReport` per dataset is appended.
+        reports: when a list is given, one :class:`SkipReport` per dataset is appended
+            and the caller reports them; otherwise skips are logged here, once per set.
         orient: ``"none"`` (the standard protocol: every crop as given) or ``"tall"``
             (:mod:`persec.orientation`).
 
@@ -198,8 +192,10 @@ def evaluate(
         dataset = open_eval_dataset(path, model, eval_cs, max_label_length, orient)
         score, report = evaluate_dataset(model, dataset, eval_cs, batch_size, workers, progress)
         scores.append(score)
-        if reports is not None:
+        if reports is not None:  # the caller reports the skips
             reports.append(report)
+        elif report.skipped:
+            logger.warning("skipped, not scored: %s", report.summary())
     return scores
 
 

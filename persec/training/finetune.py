@@ -15,7 +15,7 @@ from persec.data.augment import AugmentConfig
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
-from persec.training.run import fit_run
+from persec.training.run import fit_run, settle_resume
 from persec.training.systems import OptimConfig, RecognitionSystem
 from persec.training.trainer import TrainerConfig, compile_encoder, read_checkpoint_state, start_run
 
@@ -117,6 +117,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     this function; only rank 0 writes the model.
     """
     out = Path(config.output_dir)
+    settle_resume(config)
     if config.freeze_encoder and not (config.init_encoder or config.init_model):
         logger.warning("freeze_encoder without init_encoder trains a decoder on a random encoder")
     if config.init_model and config.init_encoder:

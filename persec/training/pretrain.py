@@ -29,7 +29,7 @@ from persec.objectives.registry import OBJECTIVES, build_objective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.training.callbacks import EncoderSnapshots, ProbeAtValidation, snapshot_dir
 from persec.training.probe import ProbeConfig
-from persec.training.run import fit_run
+from persec.training.run import fit_run, settle_resume
 from persec.training.systems import OptimConfig, PretrainSystem
 from persec.training.trainer import TrainerConfig, compile_encoder, start_run
 from persec.weights import load_state, read_json, read_safetensors, write_module
@@ -157,6 +157,7 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
     this function; only rank 0 writes the outputs.
     """
     out = Path(config.output_dir)
+    settle_resume(config)
     start_run(config.trainer)
     encoder, objective = build_pretraining(config)
     if config.trainer.compile:

@@ -12,8 +12,9 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from persec.config import save_config
-from persec.errors import PersecError
-from persec.training.trainer import build_trainer, kept_metrics, resume_path
+from persec.errors import PersecError, RunStopped
+from persec.training.slurm import StopForRequeue, resume_after_requeue
+from persec.training.trainer import build_trainer, kept_metrics, last_checkpoint, resume_path
 
 
 @dataclass
@@ -23,6 +24,15 @@ class FitRun:
     trainer: L.Trainer
     checkpoint: ModelCheckpoint
     seconds: float
+
+
+def settle_resume(config: Any) -> None:
+    """Turn ``config.resume`` on in a requeued SLURM job whose run left a checkpoint
+    (:func:`~persec.training.slurm.resume_after_requeue`), before anything that reads
+    it (a fresh run clears stale snapshots; a resumed one keeps them)."""
+    if not config.resume and resume_after_requeue(last_checkpoint(config.output_dir)):
+        config.resume = True
+        print(f"persec: requeued SLURM job: resuming from {last_checkpoint(config.output_dir)}")
 
 
 def fit_run(
@@ -42,6 +52,7 @@ def fit_run(
 
     Raises:
         PersecError: a resume without a checkpoint, or a fit that ran no step.
+        RunStopped: the run stopped early for a SLURM requeue (its checkpoint is written).
     """
     out = Path(config.output_dir)
     trainer, checkpoint = build_trainer(
@@ -53,7 +64,13 @@ def fit_run(
     ckpt = resume_path(out, config.resume)
     start = time.time()
     with kept_metrics(out, config.resume and trainer.is_global_zero):
-        trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        try:
+            trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        except StopForRequeue as stop:
+            raise RunStopped(
+                f"{stop}; the requeued job resumes from {last_checkpoint(out)} "
+                "(or run the same command with --resume)"
+            ) from None
     if trainer.global_step == 0:
         raise PersecError("training ran no step (check the data and trainer.max_steps)")
     return FitRun(trainer, checkpoint, time.time() - start)

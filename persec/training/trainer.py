@@ -28,6 +28,7 @@ from persec.training.callbacks import (
     LogLastStep,
     PeriodicCheckpoint,
 )
+from persec.training.slurm import SlurmRequeue, on_slurm, slurm_plugins
 
 
 @dataclass
@@ -232,6 +233,8 @@ def build_trainer(
 
     The data modules shard the training set over ranks themselves (Lightning's
     distributed sampler is off): see :class:`~persec.data.sampler.ResumableSampler`.
+    In a SLURM task the job is requeued before its time limit
+    (:mod:`persec.training.slurm`).
     """
     quiet_lightning()
     if config.checkpoint_every < 0 or config.max_nonfinite < 1 or config.early_stop < 0:
@@ -265,6 +268,8 @@ def build_trainer(
         every = config.val_every
     if every:
         extra.append(PeriodicCheckpoint(every, last_checkpoint(output_dir)))
+    if on_slurm():
+        extra.append(SlurmRequeue(last_checkpoint(output_dir)))
     loggers = [
         TensorBoardLogger(output_dir, name="tb", version=""),
         CSVLogger(output_dir, name="", version=""),
@@ -283,7 +288,7 @@ def build_trainer(
         strategy=config.strategy,
         sync_batchnorm=config.sync_batchnorm,
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_plugins()],
         callbacks=[*extra, *(callbacks or [])],
         logger=loggers,
         enable_progress_bar=config.progress,

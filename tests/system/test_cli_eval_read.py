@@ -141,6 +141,9 @@ def test_eval_table_csv_and_json(run_cli, bench, tmp_path):
         "skipped: IIIT5k: 10 samples, 8 kept, 2 skipped (empty label: 1, label too long: 1)" in out
     )
     assert "skipped: SVT: 7 samples, 6 kept, 1 skipped (undecodable image: 1)" in out
+    # Each summary once, whole (label skips and unreadable images together).
+    assert (out + err).count("IIIT5k: 10 samples") == (out + err).count("SVT: 7 samples") == 1
+    assert "skipped when read" not in out + err
 
     with (out_dir / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -200,8 +203,14 @@ def test_evaluate_api_and_write_results_prefix(bench, tmp_path, caplog):
         scores = evaluate(model, [bench.test], batch_size=3, progress=False, reports=reports)
     assert [(s.name, s.samples, s.correct) for s in scores] == [("IIIT5k", 8, 4), ("SVT", 6, 3)]
     assert [r.skipped for r in reports] == [2, 1]
-    undecodable = [r for r in caplog.records if "skipped when read" in r.getMessage()]
-    assert len(undecodable) == 1 and "SVT" in undecodable[0].getMessage()
+    assert not caplog.records  # reports asked for: the caller reports them
+    with caplog.at_level(logging.WARNING, logger="persec"):
+        evaluate(model, [bench.test], batch_size=3, progress=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "skipped, not scored: IIIT5k: 10 samples, 8 kept, 2 skipped "
+        "(empty label: 1, label too long: 1)",
+        "skipped, not scored: SVT: 7 samples, 6 kept, 1 skipped (undecodable image: 1)",
+    ]
 
     csv_path, json_path = write_results(scores, tmp_path / "runs" / "tiny.json")
     assert (csv_path.name, json_path.name) == ("tiny.csv", "tiny.json")
