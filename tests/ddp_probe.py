@@ -35,7 +35,11 @@ class Probe(Callback):
         self.val_metrics: dict[str, float] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.seen.setdefault(trainer.current_epoch, []).extend(_digests(batch[0]))
+        digests = _digests(batch[0])
+        self.seen.setdefault(trainer.current_epoch, []).extend(digests)
+        # Also step by step, on disk as it happens: a killed run leaves what it read.
+        with open(self.out / f"rank{trainer.global_rank}.steps.jsonl", "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "digests": digests}) + "\n")
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.val_seen = []

@@ -37,7 +37,7 @@ class PretrainDataConfig:
         shards: a corpus of tar and/or LMDB shards (files or directory trees, see
             ``persec shard``), streamed, not indexed: memory independent of corpus
             size. Split across ranks and loader workers by shard; a resumed run
-            restarts its epoch. Pretraining only; not combined with ``train`` or
+            goes on exactly after the samples its steps read. Pretraining only; not combined with ``train`` or
             ``synth_train``.
         shuffle_buffer: samples each loader worker holds to shuffle ``shards`` (0: off).
         synth_train: rendered training images (0 = none); index i is image i of
@@ -191,19 +191,19 @@ class _ImageDataModule(L.LightningDataModule):
         raise PersecError("data.shards streams unlabelled images for pretraining only")
 
     def _stream_loader(self) -> DataLoader:
-        """This rank's shards of ``data.shards``, in the order of the trainer's epoch
-        (a resumed run restarts that epoch; workers restart every epoch). Under DDP
-        the stream is endless, so ranks never wait on each other at an epoch end;
-        training stops at ``trainer.max_steps``."""
+        """This rank's shards of ``data.shards`` as one endless pass: each loader
+        worker goes from its shards of epoch ``e`` on to those of ``e + 1``, training
+        stops at ``trainer.max_steps``, and ranks never wait on each other at an epoch
+        end. A resumed run goes on exactly after the batches its steps consumed
+        (:class:`~persec.data.shards.stream.StreamLoader`)."""
         stream: ShardStream = self.train_set  # type: ignore[assignment]
         trainer = self.trainer  # None outside a Trainer
         if trainer:
             stream.set_distributed(trainer.global_rank, trainer.world_size)
-            # Under DDP every rank must take the same number of steps: no epoch ends.
-            stream.endless = trainer.world_size > 1
+        stream.endless = True
         return StreamLoader(
             stream,
-            epoch_fn=(lambda: trainer.current_epoch) if trainer else None,
+            start_fn=(lambda: trainer.global_step) if trainer else None,
             batch_size=self.config.batch_size,
             num_workers=self.config.workers,
             collate_fn=collate_samples,

@@ -98,7 +98,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Experiment logs directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*isinstance.*treespec.*")
-    # persec's own sampler restarts mid-epoch exactly (ResumableSampler), and a
+    # persec's sampler and shard stream restart mid-epoch exactly, and a
     # skipped NaN step is reported by the system itself.
     warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")

@@ -21,7 +21,13 @@ from tiny import PRETRAIN_TINY
 
 from persec.data.dataset import LABEL_NOT_UTF8, MISSING_FILE, UNDECODABLE, collate_samples
 from persec.data.module import PretrainDataConfig, UnlabelledDataModule
-from persec.data.shards.format import UNREADABLE_SHARD, list_shards
+from persec.data.shards.format import (
+    UNREADABLE_SHARD,
+    count_shard_items,
+    list_shards,
+    read_lmdb_shard,
+    read_tar_shard,
+)
 from persec.data.shards.stream import ShardStream, StreamLoader, assign_shards, buffered_shuffle
 from persec.data.shards.write import write_shards
 from persec.errors import DataError, PersecError
@@ -262,32 +268,62 @@ def test_too_few_shards_is_a_clear_error(corpus) -> None:
 
 # ------------------------------------------------------------------ pretraining
 class _Recorder(L.LightningModule):
-    """Records, per step, the batch size and the epoch the stream reads."""
+    """Records, per step, the trainer's epoch and a digest of each image."""
 
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen: list[tuple[int, int, int]] = []
+        self.seen: list[tuple[int, list[bytes]]] = []
 
     def training_step(self, batch, _):
         images, _, _ = batch
-        epoch = self.trainer.datamodule.train_set.epoch
-        self.seen.append((self.current_epoch, epoch, images.shape[0]))
+        self.seen.append((self.current_epoch, [img.numpy().tobytes() for img in images]))
         return (self.weight * images.mean()).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_data_module_streams_shards_epoch_after_epoch(corpus) -> None:
+def test_data_module_streams_shards_as_one_endless_pass(corpus) -> None:
     config = PretrainDataConfig(shards=[str(corpus)], shuffle_buffer=8, batch_size=20, workers=0)
     data = UnlabelledDataModule(config, ImageConfig(height=16, width=32), seed=1)
     model = _Recorder()
     trainer = L.Trainer(max_steps=5, max_epochs=-1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(model, datamodule=data)
-    # 40 images, batches of 20: two steps an epoch, and the stream follows the trainer.
-    assert model.seen == [(0, 0, 20), (0, 0, 20), (1, 1, 20), (1, 1, 20), (2, 2, 20)]
+    # 40 images, batches of 20: the stream goes from epoch to epoch inside one pass.
+    assert [epoch for epoch, _ in model.seen] == [0] * 5
+    first = [d for _, step in model.seen[:2] for d in step]
+    second = [d for _, step in model.seen[2:4] for d in step]
+    assert len(set(first)) == 40 and set(second) == set(first) and second != first
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("consumed", [1, 4, 7, 13])
+def test_resumed_stream_goes_on_exactly_after_the_consumed_batches(corpus, workers, consumed):
+    def batches(start: int, n: int) -> list[list[str]]:
+        stream = ShardStream([corpus], TO_TENSOR, seed=2, shuffle_buffer=8, endless=True)
+        loader = StreamLoader(
+            stream, start_fn=lambda: start, batch_size=4, num_workers=workers,
+            collate_fn=collate_samples,
+        )  # fmt: skip
+        return [labels for _, labels, _ in itertools.islice(loader, n)]
+
+    full = batches(0, 16)  # 64 items: each worker goes into its second epoch
+    assert batches(consumed, 16 - consumed) == full[consumed:]
+
+
+def test_item_counts_match_what_the_readers_yield(corpus, tmp_path) -> None:
+    shards = list_shards([corpus])
+    for shard in shards:
+        reader = read_lmdb_shard if shard.is_dir() else read_tar_shard
+        assert count_shard_items(shard) == len(list(reader(shard))), shard
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 40)
+    assert count_shard_items(tmp_path / "junk.tar") == len(
+        list(read_tar_shard(tmp_path / "junk.tar"))
+    )
+    with pytest.raises(ValueError, match="endless"):
+        StreamLoader(ShardStream([corpus]), start_fn=lambda: 3)
 
 
 def test_shards_cannot_be_mixed_with_indexed_sources(corpus) -> None:

@@ -172,3 +172,37 @@ def read_lmdb_shard(path: Path, unlabelled: bool = False) -> Iterator[RawSample 
     finally:
         if shared is None:
             env.close()
+
+
+def count_shard_items(path: Path) -> int:
+    """How many items (samples or skips) :func:`read_tar_shard` or
+    :func:`read_lmdb_shard` yields for ``path``, from the tar headers or the LMDB's
+    ``num-samples``, without reading any image. Lets a resumed stream skip a worker's
+    whole epochs instead of reading them again."""
+    if path.is_dir():
+        env = open_env(path)
+        try:
+            with env.begin() as txn:
+                return read_num_samples(txn, path)
+        finally:
+            env.close()
+    try:
+        tar = tarfile.open(path, mode="r:*")  # headers only: member data is seeked over
+    except tarfile.TarError:
+        return 1  # the reader yields one "unreadable shard"
+    except OSError as e:
+        raise DataError(f"cannot open tar shard {path}: {e}") from e
+    count, key = 0, None
+    with tar:
+        try:
+            while (member := tar.next()) is not None:
+                tar.members = []
+                if not member.isfile():
+                    continue
+                name, _ = _split_member(member.name)
+                if name != key:
+                    count += key is not None
+                    key = name
+        except (OSError, EOFError, tarfile.TarError):
+            return count + 1  # the groups before the damage, then one skip
+    return count + (key is not None)

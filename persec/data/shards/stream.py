@@ -5,6 +5,17 @@ order goes to rank ``i % world_size`` and, within the rank, to loader worker
 ``k % num_workers`` (``k`` its position among the rank's shards). Samples then pass
 through a fixed-size shuffle buffer seeded by ``(seed, epoch, rank, worker)``, so
 memory depends on the buffer and the shard being read, not on the corpus size.
+
+**Exact resume.** An endless stream read by a :class:`StreamLoader` with ``W`` workers
+and batches of ``B`` hands out batch ``i`` from worker ``i % W``, each full, so after
+``n`` batches worker ``k`` has given ``ceil((n - k) / W) * B`` items, and the order of
+a worker's items is a pure function of ``(seed, epoch, rank, worker)``. A resumed run
+therefore tells the loader how many batches were consumed (``start_fn``); each worker
+skips its whole epochs by counting their shards' items (:func:`count_shard_items`,
+no image read) and, in the epoch it stopped in, passes over the items already given
+without decoding them. A new loader's first batch comes from its worker 0, so its
+workers take the roles of workers ``n % W, n % W + 1, ...`` of the first run. Every sample of the epoch is then seen exactly once over both
+parts of the run.
 """
 
 from __future__ import annotations
@@ -18,7 +29,13 @@ from typing import Any, TypeVar
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from persec.data.dataset import UNDECODABLE, Skipped
-from persec.data.shards.format import RawSample, list_shards, read_lmdb_shard, read_tar_shard
+from persec.data.shards.format import (
+    RawSample,
+    count_shard_items,
+    list_shards,
+    read_lmdb_shard,
+    read_tar_shard,
+)
 from persec.errors import DataError
 from persec.image import ImageDecodeError, decode_image
 
@@ -131,7 +148,26 @@ class ShardStream(IterableDataset):
         self.unlabelled = unlabelled
         self.endless = endless
         self.epoch = epoch
+        self.start_items: list[int] | None = None
+        self.start_worker = 0
         self.set_distributed(rank, world_size)
+
+    def set_start(self, items: list[int] | None, first_worker: int = 0) -> None:
+        """Make the next pass begin after ``items[k]`` items of worker ``k`` (counted
+        from the start of epoch :attr:`epoch`; None: from the start), loader worker
+        ``i`` taking the role of worker ``(first_worker + i) % W``."""
+        self.start_items, self.start_worker = items, first_worker
+
+    def _fast_forward(self, worker: int, num_workers: int, epoch: int, skip: int):
+        """Skip whole epochs of this worker's share (by item counts): the epoch to
+        start in and the items to pass over in it."""
+        while self.endless:
+            n = sum(count_shard_items(p) for p in self.my_shards(worker, num_workers, epoch))
+            if skip < n:
+                break
+            skip -= n
+            epoch += 1
+        return epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
         """Read epoch ``epoch`` on the next pass (loader workers copy it when they start)."""
@@ -174,10 +210,16 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[Any, str | None] | Skipped]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        epoch = self.epoch
+        worker = (worker + self.start_worker) % num_workers
+        epoch, skip = self.epoch, 0
+        if self.start_items:
+            epoch, skip = self._fast_forward(worker, num_workers, epoch, self.start_items[worker])
         while True:
-            images = 0
-            for record in self.raw_samples(worker, num_workers, epoch):
+            images, resumed = 0, skip > 0
+            records = self.raw_samples(worker, num_workers, epoch)
+            if skip:  # items a resumed run already trained on: read, not decoded
+                records, skip = itertools.islice(records, skip, None), 0
+            for record in records:
                 if isinstance(record, Skipped):
                     yield record
                     continue
@@ -190,7 +232,7 @@ class ShardStream(IterableDataset):
                 yield (image if self.transform is None else self.transform(image)), record.label
             if not self.endless:
                 return
-            if images == 0:  # endless over nothing would spin forever
+            if images == 0 and not resumed:  # endless over nothing would spin forever
                 raise DataError(
                     f"rank {self.rank}, loader worker {worker}: no readable image in its "
                     f"shards of epoch {epoch}: {', '.join(map(str, self.my_shards(worker, num_workers, epoch)))}"
@@ -212,14 +254,26 @@ class StreamLoader(DataLoader):
         stream: the stream.
         epoch_fn: returns the epoch of the pass about to start (e.g. the trainer's
             current epoch); default: count the passes from the stream's epoch.
+        start_fn: returns how many batches of this pass were already consumed (a
+            resumed run's step); the pass then goes on exactly after them (module
+            docstring). Endless streams only.
         **kwargs: ``DataLoader`` arguments; ``persistent_workers`` must stay off.
     """
 
-    def __init__(self, stream: ShardStream, epoch_fn: Callable[[], int] | None = None, **kwargs):
+    def __init__(
+        self,
+        stream: ShardStream,
+        epoch_fn: Callable[[], int] | None = None,
+        start_fn: Callable[[], int] | None = None,
+        **kwargs,
+    ):
         if kwargs.get("persistent_workers"):
             raise ValueError("persistent workers would keep the first epoch's shard order")
+        if start_fn is not None and not stream.endless:
+            raise ValueError("start_fn needs an endless stream (every batch full)")
         super().__init__(stream, **kwargs)
         self.epoch_fn = epoch_fn
+        self.start_fn = start_fn
         self._next_epoch = stream.epoch
 
     def __iter__(self):
@@ -228,4 +282,14 @@ class StreamLoader(DataLoader):
         self._next_epoch = epoch + 1
         stream.set_epoch(epoch)
         stream.my_shards(0, max(self.num_workers, 1))  # too few shards: fail here, not in a worker
+        consumed = self.start_fn() if self.start_fn else 0
+        stream.set_start(self.items_consumed(consumed), consumed % max(self.num_workers, 1))
         return super().__iter__()
+
+    def items_consumed(self, batches: int) -> list[int] | None:
+        """Items each worker gave for the first ``batches`` batches of a pass (batch
+        ``i`` comes from worker ``i % W``, full); None for 0."""
+        if batches <= 0:
+            return None
+        w, b = max(self.num_workers, 1), self.batch_size or 1
+        return [(batches - k + w - 1) // w * b for k in range(w)]
