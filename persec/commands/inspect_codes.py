@@ -84,6 +84,9 @@ def run(args) -> int:
             f"{name}: code perplexity {c.code_ppl:.1f} of {len(c.used) * c.entries}; "
             f"entries used per codebook {used} ({len(images)} images)"
         )
+    report = getattr(dataset, "report", None)
+    if report is not None and report.skipped:
+        print(f"skipped when opened: {report.summary()}")
     if skipped:
         print(f"skipped {skipped} unreadable images")
     print(f"wrote {maps} and {usage}")

@@ -221,9 +221,13 @@ class _ImageDataModule(L.LightningDataModule):
         ranks' counts, so every sample is scored once."""
         trainer = self.trainer  # None outside a Trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        for d in self.val_sets:
-            if len(d) < world:  # a rank without a sample would skip the summing
-                raise PersecError(f"validation set {d!r} has fewer samples than the {world} ranks")
+        for i, d in enumerate(self.val_sets):
+            if world > 1 and len(d) < world:  # a rank without a sample would skip the sum
+                name = getattr(d, "name", f"validation set {i}")
+                raise PersecError(
+                    f"{name}: {len(d)} validation sample(s) for {world} ranks; under DDP "
+                    "every rank needs at least one"
+                )
         return [self._loader(d, RankShareSampler(len(d), rank, world)) for d in self.val_sets]
 
 

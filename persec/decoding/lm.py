@@ -117,7 +117,8 @@ class CharNgramLM:
 @functools.lru_cache(maxsize=4)
 def english_word_lm(words: int = 50_000, order: int = 6, discount: float = 0.75) -> CharNgramLM:
     """The character LM of the ``words`` most frequent ``wordfreq`` English words,
-    case-folded to 36 lowercase alphanumerics (built once per process, ~2 s)."""
+    case-folded to 36 lowercase alphanumerics, slurs and explicit profanity left out
+    (:mod:`persec.data.render.blocklist`; built once per process, ~2 s)."""
     from persec.data.render.words import load_vocabulary
 
     charset = Charset.from_spec(STANDARD_CHARSET)

@@ -47,12 +47,14 @@ def unreadable_reason(image: Path) -> str | None:
     return None
 
 
-def _sort_unmatched(root: Path, paths: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """Split ground-truth paths without a prediction into (readable, unreadable by
+def _sort_unmatched(
+    root: Path, paths: list[str], scored: list[str]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ground-truth ``paths`` without a prediction into (readable, unreadable by
     reason). Paths are relative to ``root``, the ground-truth file's folder; when none
-    of them is found there, the images are simply not beside it and nothing is told
-    apart."""
-    if not any((root / p).is_file() for p in paths):
+    of the ``scored`` ground-truth images is found there, the images are simply not
+    beside it and nothing is told apart."""
+    if not paths or not any((root / p).is_file() for p in scored):
         return paths, {}
     missing, unreadable = [], {}
     for path in paths:
@@ -109,7 +111,8 @@ def score_files(
     )
     unmatched = set(matched.missing)
     missing = [matched.paths[i] for i in keep if matched.paths[i] in unmatched]
-    missing, unreadable = _sort_unmatched(gt_path.parent, missing)
+    scored = [matched.paths[i] for i in keep]
+    missing, unreadable = _sort_unmatched(gt_path.parent, missing, scored)
     return FileScore(
         acc.compute(), report, missing, unreadable, list(matched.ignored), matched.by_prefix
     )

@@ -158,6 +158,12 @@ def pretrain(config: PretrainConfig, callbacks: list | None = None) -> PretrainR
     """
     out = Path(config.output_dir)
     settle_resume(config)
+    validates = config.data.val or config.data.synth_val or config.probe.train_images
+    if config.data.shards and validates and config.trainer.val_every <= 0:
+        raise PersecError(
+            "data.shards is read as one endless pass, which never reaches an epoch end: "
+            "validate on a step cadence (trainer.val_every > 0)"
+        )
     start_run(config.trainer)
     encoder, objective = build_pretraining(config)
     if config.trainer.compile:

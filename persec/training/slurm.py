@@ -25,18 +25,22 @@ import subprocess
 import threading
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
 logger = logging.getLogger(__name__)
 
 REQUEUE_SIGNAL = signal.SIGUSR1
+JOB_KEY = "slurm_job_id"  # the job that wrote a checkpoint
+SCONTROL_TIMEOUT_S = 30
 
 
 def on_slurm() -> bool:
-    """Whether this process is a SLURM batch task (Lightning's test: ``SLURM_NTASKS``
-    set and the job is not an interactive shell)."""
-    return SLURMEnvironment.detect()
+    """Whether this process is a SLURM batch task that SLURM itself launched
+    (Lightning's test: ``SLURM_NTASKS`` set and the job is not an interactive shell),
+    not a torchrun process inside an allocation (torchrun's variables win then)."""
+    return SLURMEnvironment.detect() and not TorchElasticEnvironment.detect()
 
 
 def slurm_job_id() -> str | None:
@@ -54,10 +58,17 @@ def slurm_plugins() -> list:
 
 
 def resume_after_requeue(checkpoint: Path) -> bool:
-    """True in a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) whose run left
-    ``checkpoint``: the run resumes from it as ``--resume`` would."""
+    """True in a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) when ``checkpoint``
+    was written by this same job (:class:`SlurmRequeue` tags every checkpoint with the
+    job id; a checkpoint an earlier job left in the directory is not resumed)."""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-    return on_slurm() and restarts.isdigit() and int(restarts) > 0 and checkpoint.is_file()
+    if not (on_slurm() and restarts.isdigit() and int(restarts) > 0 and checkpoint.is_file()):
+        return False
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable checkpoint: --resume reports it properly
+        return False
+    return isinstance(saved, dict) and saved.get(JOB_KEY) == slurm_job_id()
 
 
 def request_requeue(job_id: str) -> bool:
@@ -66,7 +77,16 @@ def request_requeue(job_id: str) -> bool:
     if scontrol is None:
         logger.warning("scontrol not found: job %s not requeued; resume it with --resume", job_id)
         return False
-    done = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True)
+    try:
+        done = subprocess.run(
+            [scontrol, "requeue", job_id],
+            capture_output=True,
+            text=True,
+            timeout=SCONTROL_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        logger.warning("scontrol requeue %s timed out; resume it with --resume", job_id)
+        return False
     if done.returncode != 0:
         logger.warning(
             "scontrol requeue %s failed (%s); resume it with --resume",
@@ -88,7 +108,10 @@ class StopForRequeue(Exception):
 class SlurmRequeue(Callback):
     """On ``REQUEUE_SIGNAL``: checkpoint at the end of the current step, requeue the
     job, stop training (see the module docstring). Under DDP the ranks agree at each
-    step whether any of them got the signal, so all stop at the same step.
+    step whether any of them got the signal, so all stop at the same step. A step
+    followed by a validation is not a stopping point (the resumed run would skip that
+    validation): the stop waits one step; nor is the last step (the run ends anyway).
+    Every checkpoint written meanwhile is tagged with the job id.
 
     Args:
         checkpoint: where the full state is written (``checkpoints/last.ckpt``).
@@ -106,19 +129,35 @@ class SlurmRequeue(Callback):
         """Install the signal handler (the main thread only can)."""
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(REQUEUE_SIGNAL, self._note)
+        else:
+            logger.warning("training runs off the main thread: no SLURM requeue on SIGUSR1")
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        """Put the previous handler back (also after :class:`StopForRequeue`)."""
+    def _restore(self) -> None:
         if self._previous is not None:
             signal.signal(REQUEUE_SIGNAL, self._previous)
             self._previous = None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Put the previous handler back."""
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Put the previous handler back (teardown is skipped after an exception)."""
+        self._restore()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Tag the checkpoint with this job's id (:func:`resume_after_requeue`)."""
+        checkpoint[JOB_KEY] = slurm_job_id()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         """Checkpoint, requeue and stop once the signal came (on any rank)."""
         signalled = self.signalled
         if trainer.world_size > 1:
             signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
-        if not signalled:
+        step = trainer.global_step
+        every = trainer.val_check_interval
+        validates = isinstance(every, int) and every > 0 and step % every == 0
+        if not signalled or step >= (trainer.max_steps or 0) > 0 or validates:
             return
         trainer.save_checkpoint(self.checkpoint, weights_only=False)
         job = slurm_job_id()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -303,18 +304,19 @@ class RecognitionSystem(_TrainingSystem):
         """Each set's raw totals added up over the DDP ranks (as they are on one)."""
         if self.trainer.world_size == 1:
             return scores
-        fields = ("samples", "correct", "ned_sum", "edits", "gt_chars")
-        fields += ("confidence_sum", "confidence_count")
-        rows = [[float(getattr(s, f)) for f in fields] for s in scores]
-        totals = torch.tensor(rows, dtype=torch.float64, device=self.device)  # (sets, 7)
-        totals = self.trainer.strategy.reduce(totals, reduce_op="sum").cpu().tolist()
-        integer = {"samples", "correct", "edits", "gt_chars", "confidence_count"}
+        totals = [f for f in dataclasses.fields(DatasetScore) if f.name != "name"]
+        rows = [[float(getattr(s, f.name)) for f in totals] for s in scores]
+        summed = torch.tensor(rows, dtype=torch.float64, device=self.device)  # (sets, fields)
+        summed = self.trainer.strategy.reduce(summed, reduce_op="sum").cpu().tolist()
         return [
             DatasetScore(
                 name=s.name,
-                **{f: round(v) if f in integer else v for f, v in zip(fields, row, strict=True)},
+                **{
+                    f.name: round(v) if f.type == "int" else v
+                    for f, v in zip(totals, row, strict=True)
+                },
             )
-            for s, row in zip(scores, totals, strict=True)
+            for s, row in zip(scores, summed, strict=True)
         ]
 
     def configure_optimizers(self):
@@ -400,7 +402,8 @@ class PretrainSystem(_TrainingSystem):
         )
         out = self.objective(self.encoder, images, generator=generator)
         b = images.size(0)
-        # Each rank validates its own share: the epoch means are averaged over ranks.
+        # Each rank validates its own share; the epoch value is the sample-weighted mean
+        # over all ranks (Lightning reduces the sums and the counts).
         self.log("val/loss", out.loss, batch_size=b, add_dataloader_idx=False, sync_dist=True)
         self._log_terms("val", out.logs, b, add_dataloader_idx=False, sync_dist=True)
 

@@ -144,3 +144,18 @@ def test_unreadable_inputs_told_apart_from_missing_predictions(run_cli, tmp_path
     row = json.loads(out_json.read_text())
     assert row["missing"] == 1 and row["unreadable"] == 2
     assert row["unreadable_by_reason"] == {"missing file": 1, "undecodable image": 1}
+
+
+def test_a_missing_image_beside_readable_ones_is_reported_as_missing_file(run_cli, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 16), "white").save(root / "images" / "ok.png")
+    (root / "gt.txt").write_text("images/ok.png\tok\nimages/gone.png\tgone\n", encoding="utf-8")
+    pred = tmp_path / "pred.txt"
+    pred.write_text("images/ok.png\tok\n", encoding="utf-8")
+    code, out, err = run_cli(["score", "--pred", str(pred), "--gt", str(root / "gt.txt")])
+    assert code == 0, err
+    assert "(missing file): 1 (scored as empty), first: images/gone.png" in out
+    assert "missing predictions: 0 of 2" in out

@@ -345,3 +345,10 @@ def test_pretrain_on_shards(tmp_path, run_cli) -> None:
                               f"output_dir={run}"])  # fmt: skip
     assert code == 0, err
     assert "pretrained 3 steps" in out and (run / "encoder.safetensors").is_file()
+
+
+def test_streamed_pretraining_with_validation_needs_a_step_cadence(corpus, tmp_path, run_cli):
+    code, _, err = run_cli(["pretrain", *PRETRAIN_TINY, f"data.shards=[{corpus}]",
+                            "data.synth_val=8", "trainer.val_every=0",
+                            f"output_dir={tmp_path / 'run'}"])  # fmt: skip
+    assert code == 2 and "trainer.val_every > 0" in err

@@ -5,6 +5,7 @@ itself and ends with the weights of an uninterrupted run, bit for bit."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -84,14 +85,23 @@ def test_signal_checkpoints_requeues_and_the_requeued_job_resumes_exactly(words,
         assert left.keys() == right.keys()
         for key in left:
             assert torch.equal(left[key], right[key]), (name, key)
+    # The same validations, none lost to the stop, none added; no Lightning hpc checkpoint.
+    assert _validated(tmp_path / "a") == _validated(out) == [6, 13, 20, 27]
+    assert not list(out.glob("hpc_ckpt_*"))
+
+
+def _validated(run: Path) -> list[int]:
+    with open(run / "metrics.csv", newline="") as f:
+        return sorted(int(r["step"]) for r in csv.DictReader(f) if r.get("val/loss"))
 
 
 def test_requeue_detection_and_job_ids(tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith("SLURM_"):
             monkeypatch.delenv(key)
-    checkpoint = tmp_path / "last.ckpt"
-    checkpoint.write_bytes(b"x")
+    checkpoint, other = tmp_path / "last.ckpt", tmp_path / "other.ckpt"
+    torch.save({"global_step": 3, "slurm_job_id": "4242"}, checkpoint)
+    torch.save({"global_step": 9, "slurm_job_id": "17"}, other)  # an earlier job's run
     assert not resume_after_requeue(checkpoint)  # not on SLURM
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
@@ -99,6 +109,7 @@ def test_requeue_detection_and_job_ids(tmp_path, monkeypatch):
     assert not resume_after_requeue(checkpoint)  # the first run of the job
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     assert resume_after_requeue(checkpoint)
+    assert not resume_after_requeue(other)  # not written by this job: a fresh start
     assert not resume_after_requeue(tmp_path / "none.ckpt")  # requeued before any checkpoint
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from persec.charset import Charset
-from persec.data.render.blocklist import allowed_words, blocked_words, is_blocked
+from persec.data.render.blocklist import allowed_words, blocked_words, is_blocked, listed_words
 from persec.data.render.words import WordConfig, WordSampler, load_vocabulary
 from persec.decoding.lm import CharNgramLM, english_word_lm
 
@@ -21,8 +21,8 @@ def test_slurs_blocked_ordinary_words_kept():
     for word in ("stroke", "vodka", "gay", "dick", "god", "kill", "hello"):
         assert not is_blocked(word), word
     # Every allowed word is one the list holds: the allow-list has no stale entries.
-    listed = blocked_words() | allowed_words()
-    assert allowed_words() <= listed and not blocked_words() & allowed_words()
+    assert allowed_words() <= listed_words() and not blocked_words() & allowed_words()
+    assert is_blocked("sonofabitch") and "son-of-a-bitch" in listed_words()
 
 
 def test_wordfreq_vocabulary_filtered():

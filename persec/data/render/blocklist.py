@@ -20,11 +20,19 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(line for line in lines if line)
 
 
+def listed_words() -> frozenset[str]:
+    """better_profanity's list as shipped, case-folded."""
+    listed = resources.files("better_profanity").joinpath("profanity_wordlist.txt")
+    return _words(listed.read_text(encoding="utf-8"))
+
+
 @functools.lru_cache(maxsize=1)
 def blocked_words() -> frozenset[str]:
-    """The case-folded words that are filtered out (profanity list minus allow-list)."""
-    listed = resources.files("better_profanity").joinpath("profanity_wordlist.txt")
-    return _words(listed.read_text(encoding="utf-8")) - allowed_words()
+    """The case-folded words that are filtered out: the profanity list minus the
+    allow-list, each entry also in its letters-and-digits form (a charset without
+    ``-`` renders ``son-of-a-bitch`` as ``sonofabitch``)."""
+    words = listed_words() - allowed_words()
+    return words | {"".join(c for c in w if c.isalnum()) for w in words} - {""}
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ must be adjacent, as ``persec shard`` writes them
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tarfile
@@ -174,18 +175,21 @@ def read_lmdb_shard(path: Path, unlabelled: bool = False) -> Iterator[RawSample 
             env.close()
 
 
+@functools.lru_cache(maxsize=65536)
 def count_shard_items(path: Path) -> int:
     """How many items (samples or skips) :func:`read_tar_shard` or
     :func:`read_lmdb_shard` yields for ``path``, from the tar headers or the LMDB's
     ``num-samples``, without reading any image. Lets a resumed stream skip a worker's
     whole epochs instead of reading them again."""
     if path.is_dir():
-        env = open_env(path)
+        shared = shared_env(path, create=False)  # lmdb refuses a second open in a process
+        env = shared if shared is not None else open_env(path)
         try:
             with env.begin() as txn:
                 return read_num_samples(txn, path)
         finally:
-            env.close()
+            if shared is None:
+                env.close()
     try:
         tar = tarfile.open(path, mode="r:*")  # headers only: member data is seeked over
     except tarfile.TarError:
