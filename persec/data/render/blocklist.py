@@ -32,7 +32,8 @@ def blocked_words() -> frozenset[str]:
     allow-list, each entry also in its letters-and-digits form (a charset without
     ``-`` renders ``son-of-a-bitch`` as ``sonofabitch``)."""
     words = listed_words() - allowed_words()
-    return words | {"".join(c for c in w if c.isalnum()) for w in words} - {""}
+    words |= {"".join(c for c in w if c.isalnum()) for w in words}
+    return words - allowed_words() - {""}
 
 
 @functools.lru_cache(maxsize=1)
