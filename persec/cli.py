@@ -25,6 +25,7 @@ COMMANDS = [
     "finetune",
     "eval",
     "read",
+    "serve",
     "export",
     "average",
     "tune-decoding",

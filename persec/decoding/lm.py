@@ -143,6 +143,24 @@ def ctc_beam_decode(
     length_bonus: float = 0.0,
     min_log_prob: float = -8.0,
 ) -> list[tuple[str, float]]:
+    """The best reading of each image by :func:`ctc_beam_search` (same arguments):
+    ``[(text, p_ctc(text))]``."""
+    found = ctc_beam_search(
+        logits, tokenizer, beam_width, lm, lm_weight, length_bonus, min_log_prob, top_k=1
+    )
+    return [readings[0] for readings in found]
+
+
+def ctc_beam_search(
+    logits: torch.Tensor,
+    tokenizer: CTCTokenizer,
+    beam_width: int = 10,
+    lm: CharNgramLM | None = None,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
+    min_log_prob: float = -8.0,
+    top_k: int = 1,
+) -> list[list[tuple[str, float]]]:
     """CTC prefix beam search with optional shallow fusion of a character LM.
 
     Each frame extends every beam with the ``beam_width`` most likely characters whose
@@ -160,12 +178,14 @@ def ctc_beam_decode(
         lm_weight: the LM's weight in the ranking (0: LM unused).
         length_bonus: added per character, against the LM's bias to short readings.
         min_log_prob: per-frame pruning of characters (-8: p < 3.4e-4).
+        top_k: readings returned per image, best first (at most ``beam_width``).
 
     Returns:
-        ``[(text, p_ctc(text))]``, one per image.
+        per image, its ``top_k`` best final beams as ``[(text, p_ctc(text))]``, ranked
+        by the fused score (the first is what :func:`ctc_beam_decode` returns).
     """
-    if beam_width < 1:
-        raise ValueError(f"beam width must be >= 1, got {beam_width}")
+    if beam_width < 1 or top_k < 1:
+        raise ValueError(f"beam width and top_k must be >= 1, got {beam_width} and {top_k}")
     chars = tokenizer.charset.chars
     use_lm = lm is not None and lm_weight != 0.0
     # Per class id: lm_ids, the LM symbol it is scored as (None: uniform), and lm_chars,
@@ -237,6 +257,11 @@ def ctc_beam_decode(
                 score += lm_weight * lm.log_probs(text)[-1]  # the word ends here
             return score
 
-        prefix, (pb, pnb, _, _) = max(beams.items(), key=final)
-        out.append(("".join(chars[i - 1] for i in prefix), math.exp(_logaddexp(pb, pnb))))
+        ranked = sorted(beams.items(), key=final, reverse=True)[:top_k]
+        out.append(
+            [
+                ("".join(chars[i - 1] for i in prefix), math.exp(_logaddexp(pb, pnb)))
+                for prefix, (pb, pnb, _, _) in ranked
+            ]
+        )
     return out

@@ -4,7 +4,7 @@ Each folder of ``persec/`` is a layer and imports only the layers below it
 (docs/architecture.md):
 
     leaves (top-level modules) → data → decoding → models → objectives → training
-    → inference → evaluation → experiment → commands → cli
+    → inference → evaluation → experiment → serve → commands → cli
 
 Imports inside functions count as much as those at the top of a file. Within a layer
 any module may import another, as long as no import cycle forms; so nothing but the
@@ -32,6 +32,7 @@ LAYERS = (
     "inference",
     "evaluation",
     "experiment",
+    "serve",
     "commands",
     "cli",
 )

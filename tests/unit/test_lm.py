@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from persec.charset import Charset, CTCTokenizer
-from persec.decoding.lm import CharNgramLM, ctc_beam_decode, english_word_lm
+from persec.decoding.align import ctc_char_confidences
+from persec.decoding.lm import CharNgramLM, ctc_beam_decode, ctc_beam_search, english_word_lm
 from persec.decoding.settings import check_decoding, decode_ctc, describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.tune_decoding import search_decoding
@@ -207,3 +208,30 @@ def test_history_cache_is_capped(monkeypatch):
         assert len(lm._cache) <= 5
         assert sum(math.exp(x) for x in probs) == pytest.approx(1.0)
     assert lm.log_probs("ab") == lm.log_probs("bab")  # same last 2 characters, same answer
+
+
+# --- the beam's k best and per-character confidences ----------------------------------
+
+
+def test_beam_search_top_k_ranks_distinct_readings_best_first():
+    rows = [[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.3, 0.5]]
+    sums = _path_sums(rows)
+    found = ctc_beam_search(_logits(rows), TOKENIZER, beam_width=8, top_k=3)[0]
+    assert [t for t, _ in found] == sorted(sums, key=sums.get, reverse=True)[:3]
+    for text, p in found:
+        assert p == pytest.approx(sums[text])
+    assert found[0] == ctc_beam_decode(_logits(rows), TOKENIZER, beam_width=8)[0]
+
+
+def test_char_confidences_are_the_aligned_frames_best_probabilities():
+    # a a _ b b: "ab" takes frames 0-1 for a (best 0.9) and 3-4 for b (best 0.8).
+    rows = [[0.05, 0.9, 0.05], [0.3, 0.6, 0.1], [0.8, 0.1, 0.1], [0.2, 0.1, 0.7], [0.1, 0.1, 0.8]]
+    logits = _logits(rows)[0]
+    assert ctc_char_confidences(logits, "ab", TOKENIZER) == pytest.approx([0.9, 0.8])
+    # "aa" needs a blank between the two a's: frame 0 (0.9), blank, then the best b
+    # frame cannot be an a, so the second a gets frame 3 or 4 (0.1).
+    assert ctc_char_confidences(logits, "aa", TOKENIZER) == pytest.approx([0.9, 0.1])
+    assert ctc_char_confidences(logits, "", TOKENIZER) == []
+    assert ctc_char_confidences(logits, "abc", TOKENIZER) is None  # c not in the charset
+    assert len(ctc_char_confidences(logits, "aaa", TOKENIZER)) == 3  # a _ a _ a: 5 frames
+    assert ctc_char_confidences(logits, "aaaa", TOKENIZER) is None  # needs 7 frames

@@ -1,0 +1,1 @@
+"""``persec serve``: a local web page and HTTP API that read images (FastAPI + uvicorn)."""

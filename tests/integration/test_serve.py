@@ -1,0 +1,128 @@
+"""`persec serve`'s API with the framework's test client: every bad input gets a clear
+4xx and the server keeps serving; a real crop reads as `persec read` reads it. The
+concurrent burst is in tests/system/test_serve_burst.py."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import torch
+from factories import jpeg, png, truncated_png
+from fastapi.testclient import TestClient
+from tiny import REPO, tiny_recognizer
+
+import persec
+from persec.inference.details import read_detailed
+from persec.serve.app import create_app
+from persec.serve.config import ServeConfig
+
+LIMITS = ServeConfig(max_files=3, max_file_bytes=20_000, max_pixels=40_000, max_wait_ms=20)
+IIIT5K = REPO.parent / "shared" / "data" / "IIIT5K_train"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_recognizer(seed=3)
+
+
+@pytest.fixture
+def client(model, tmp_path):
+    (tmp_path / "ex.png").write_bytes(png(seed=9))
+    config = ServeConfig(**{**vars(LIMITS), "examples": str(tmp_path)})
+    with TestClient(create_app(model, config)) as client:  # runs the lifespan (batcher)
+        yield client
+
+
+def _files(*blobs: bytes, field: str = "images") -> list:
+    return [(field, (f"f{i}.png", blob, "image/png")) for i, blob in enumerate(blobs)]
+
+
+def test_read_answers_each_image_in_order(client, model):
+    images = [png(seed=1), jpeg(), png(64, 20, seed=2)]
+    response = client.post("/v1/read", files=_files(*images))
+    assert response.status_code == 200, response.text
+    rows = response.json()
+    assert [r["name"] for r in rows] == ["f0.png", "f1.png", "f2.png"]
+    for row in rows:
+        assert set(row) == {"name", "text", "confidence", "char_confidences", "alternatives"}
+        assert len(row["char_confidences"]) == len(row["text"])
+        assert 1 <= len(row["alternatives"]) <= LIMITS.top_k
+    # The same numbers as reading the images here, one by one.
+    from persec.image import decode_image
+
+    for blob, row in zip(images, rows, strict=True):
+        alone = read_detailed(model, model.preprocess(decode_image(blob))[None])[0]
+        assert row["text"] == alone.text
+        assert row["confidence"] == pytest.approx(alone.confidence, rel=1e-4, abs=1e-6)
+
+
+def test_json_base64_and_pictures(client):
+    blob = base64.b64encode(png(seed=4)).decode()
+    response = client.post(
+        "/v1/read?pictures=true", json={"images": [blob, f"data:image/png;base64,{blob}"]}
+    )
+    assert response.status_code == 200, response.text
+    rows = response.json()
+    assert rows[0]["text"] == rows[1]["text"]
+    assert rows[0]["input"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "says"),
+    [
+        ({"files": _files(b"this is not an image")}, 422, "cannot decode"),
+        ({"files": _files(truncated_png())}, 422, "cannot decode"),
+        ({"files": _files(b"")}, 422, "zero-byte"),
+        ({"files": _files(jpeg(400, 200))}, 413, "exceeds the limit of 40000 pixels"),
+        ({"files": _files(*[png(seed=i) for i in range(4)])}, 413, "at most 3"),
+        ({"files": _files(b"\x89PNG" + b"0" * 30_000)}, 413, "exceeds 20000"),
+        ({"files": _files(png(), field="image")}, 400, "field 'images' (got the field(s) image)"),
+        ({"json": {"images": ["@@@"]}}, 400, "not base64"),
+        ({"json": {"pictures": []}}, 400, "JSON must be"),
+        ({"content": b"raw bytes", "headers": {"content-type": "image/png"}}, 415, "multipart"),
+        ({"data": {"images": "text, not a file"}}, 415, "multipart"),
+    ],
+    ids=[
+        "not-an-image", "truncated", "zero-size", "pixel-bomb", "too-many", "too-large",
+        "wrong-field", "bad-base64", "bad-json", "wrong-type", "form-not-multipart",
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(
+    client, request_kwargs, status, says
+):
+    response = client.post("/v1/read", **request_kwargs)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+    assert "Traceback" not in response.text
+    assert client.get("/v1/health").json() == {"status": "ok"}
+    assert client.post("/v1/read", files=_files(png())).status_code == 200
+
+
+def test_model_description_examples_page_and_openapi(client, model):
+    card = client.get("/v1/model").json()
+    assert card["charset"] == "".join(model.charset.chars) and card["decoder"] == "ctc"
+    assert card["input"] == {"height": 32, "width": 128, "channels": 3}
+    assert card["version"] == persec.__version__
+    assert client.get("/v1/examples").json() == ["ex.png"]
+    assert client.get("/examples/ex.png").content == png(seed=9)
+    assert client.get("/examples/..%2Fsecret").status_code == 404
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "http" not in client.get("/static/app.js").text.replace("http://", "")  # no CDN
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/read", "/v1/health", "/v1/model"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 404  # its page would load a CDN's scripts
+
+
+@pytest.mark.skipif(not IIIT5K.is_dir(), reason="needs ../shared/data/IIIT5K_train")
+def test_real_crop_reads_as_persec_read_reads_it(monkeypatch):
+    monkeypatch.delenv("PERSEC_MODEL", raising=False)
+    path = IIIT5K / (IIIT5K / "gt.txt").read_text().splitlines()[0].split("\t")[0]
+    model = persec.load_model()
+    expected = persec.read(model, [path])[0]
+    with TestClient(create_app(model)) as client:
+        row = client.post("/v1/read", files=_files(path.read_bytes())).json()[0]
+    assert row["text"] == expected.text
+    assert f"{row['confidence']:.4f}" == f"{expected.confidence:.4f}"
+    assert torch.tensor(row["char_confidences"]).min() > 0
