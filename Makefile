@@ -15,7 +15,7 @@ APT_PACKAGES := fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-libe
   fonts-kristi fonts-staypuft fonts-tomsontalks fonts-yanone-kaffeesatz fonts-breip \
   fonts-sil-gentium wamerican
 
-.PHONY: demo test install install-test fonts lint clean train-shipped splits
+.PHONY: demo test install install-test fonts browser lint clean train-shipped splits
 
 demo: install
 	$(PYTHON) scripts/demo.py --out $(DEMO_DIR)
@@ -86,8 +86,14 @@ endif
 install: fonts
 	$(PIP) install -q --disable-pip-version-check -e .
 
-install-test: install
+install-test: install browser
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
+
+# Headless Chromium and its driver for the browser test of `persec serve`
+# (tests/system/test_serve_browser.py; skipped with a reason where it cannot be installed,
+# except on CI, where it must run).
+browser:
+	@$(call apt_install,browser,chromium chromium-driver,Chromium and chromedriver,the browser test will be skipped)
 
 # $(call apt_install,TAG,PACKAGES,WHAT,FALLBACK): install Debian PACKAGES unless they
 # are there; best effort: needs root (or passwordless sudo) and apt, says FALLBACK otherwise.
