@@ -135,7 +135,7 @@ def create_app(model: Recognizer, config: ServeConfig | None = None) -> FastAPI:
             "?pictures=true, 'input': the image as the model sees it, a PNG data URL)."
         ),
     )
-    async def read(request: Request, pictures: bool = False) -> list[dict]:
+    async def read(request: Request, pictures: bool = False) -> JSONResponse:
         uploads = await read_uploads(request, config)
         tensors = [model.preprocess(decode_upload(u, config)) for u in uploads]  # (C, H, W)
         readings = await batcher.submit(tensors)
@@ -145,6 +145,6 @@ def create_app(model: Recognizer, config: ServeConfig | None = None) -> FastAPI:
             if pictures:
                 row["input"] = model_picture(tensor)
             out.append(row)
-        return out
+        return JSONResponse(out)  # plain JSON: FastAPI's generic encoder costs ~1 ms a row
 
     return app
