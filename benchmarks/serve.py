@@ -28,6 +28,7 @@ from persec.image import decode_image
 from persec.inference.model import load_model
 from persec.serve.app import create_app
 from persec.serve.config import ServeConfig
+from persec.serve.worker import ModelProcess
 
 DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "IIIT5K_train"
 
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--model", help="saved model (default: the shipped one)")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--in-process", action="store_true", help="read in a server thread")
     args = parser.parse_args()
 
     lines = (DEMO / "gt.txt").read_text().splitlines()[: args.images]
@@ -74,7 +76,8 @@ def main() -> None:
     inprocess = len(images) / (time.perf_counter() - start)
 
     port = _port()
-    app = create_app(model, ServeConfig(port=port, max_batch=32, max_wait_ms=5))
+    worker = None if args.in_process else ModelProcess(args.model, "cpu", 5)
+    app = create_app(model, ServeConfig(port=port, max_batch=32, max_wait_ms=5), worker)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -85,6 +88,10 @@ def main() -> None:
 
     print(
         f"{cpu_model('unknown CPU')}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        "the server reads in "
+        + ("a thread of its own process" if args.in_process else "a model process")
     )
     print(
         f"in process, batches of 32: {inprocess:.1f} images/s ({len(images)} IIIT5K_train crops)\n"
@@ -105,6 +112,8 @@ def main() -> None:
         )
     server.should_exit = True
     thread.join(timeout=10)
+    if worker is not None:
+        worker.close()
 
 
 if __name__ == "__main__":

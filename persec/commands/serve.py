@@ -41,6 +41,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS")
     parser.add_argument("--max-files", type=positive_int, default=16, metavar="N")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="read in a thread of the server's process (default: a model process of its own)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from persec.inference.model import load_model, resolve_device
     from persec.serve.app import create_app
     from persec.serve.config import ServeConfig
+    from persec.serve.worker import ModelProcess
 
     examples = args.examples
     if examples is None and DEMO_EXAMPLES.is_dir():
@@ -63,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         examples=examples or "",
     )
-    model = load_model(args.model, resolve_device(args.device))
-    app = create_app(model, config)
+    device = resolve_device(args.device)
+    model = load_model(args.model, "cpu")  # preprocessing and the model's description
+    worker = None if args.in_process else ModelProcess(args.model, str(device), config.top_k)
+    app = create_app(model if worker else model.to(device), config, worker)
     print(f"persec serve: http://{config.host}:{config.port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    finally:
+        if worker is not None:
+            worker.close()
     return 0

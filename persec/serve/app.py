@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -66,13 +67,23 @@ def example_images(folder: str) -> dict[str, Path]:
     return {p.name: p for p in files}
 
 
-def create_app(model: Recognizer, config: ServeConfig | None = None) -> FastAPI:
-    """The app serving ``model`` (put in eval mode) under ``config``'s limits."""
+def create_app(
+    model: Recognizer, config: ServeConfig | None = None, work: Callable | None = None
+) -> FastAPI:
+    """The app serving ``model`` (put in eval mode) under ``config``'s limits.
+
+    ``work`` reads a list of preprocessed images (C, H, W) into
+    :class:`~persec.inference.details.DetailedReading` s, e.g. a
+    :class:`~persec.serve.worker.ModelProcess`; by default ``model`` reads them in a
+    thread of this process.
+    """
     config = config or ServeConfig()
     model.eval()
 
-    def work(images: list[torch.Tensor]) -> list:
+    def in_thread(images: list[torch.Tensor]) -> list:
         return read_detailed(model, torch.stack(images), config.top_k)  # (B, C, H, W) in
+
+    work = work or in_thread
 
     batcher: Batcher = Batcher(work, config.max_batch, config.max_wait_ms)
     examples = example_images(config.examples)

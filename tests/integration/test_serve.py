@@ -126,3 +126,23 @@ def test_real_crop_reads_as_persec_read_reads_it(monkeypatch):
     assert row["text"] == expected.text
     assert f"{row['confidence']:.4f}" == f"{expected.confidence:.4f}"
     assert torch.tensor(row["char_confidences"]).min() > 0
+
+
+def test_model_process_reads_as_the_server_thread_does(model, tmp_path):
+    from persec.serve.worker import ModelProcess
+
+    saved = model.save(tmp_path / "model")
+    worker = ModelProcess(str(saved), "cpu", top_k=3, threads=1)
+    try:
+        with TestClient(create_app(model, LIMITS, worker)) as client:
+            rows = client.post("/v1/read", files=_files(png(seed=1), jpeg())).json()
+    finally:
+        worker.close()
+    with TestClient(create_app(model, LIMITS)) as client:
+        expected = client.post("/v1/read", files=_files(png(seed=1), jpeg())).json()
+    assert [r["text"] for r in rows] == [r["text"] for r in expected]
+    assert [r["confidence"] for r in rows] == pytest.approx(
+        [r["confidence"] for r in expected], rel=1e-4
+    )
+    with pytest.raises(RuntimeError, match="could not start"):
+        ModelProcess(str(tmp_path / "none"))
