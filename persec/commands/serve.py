@@ -37,6 +37,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=positive_int, default=7860, help="(default: 7860)")
     parser.add_argument("--examples", metavar="DIR", help="example images the page offers")
+    parser.add_argument(
+        "--codes",
+        metavar="PRETRAIN_DIR",
+        help="a PerSec pretraining output: the page also draws its quantizer codes per image",
+    )
     parser.add_argument("--max-batch", type=positive_int, default=32, metavar="N")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS")
     parser.add_argument("--max-files", type=positive_int, default=16, metavar="N")
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         examples=examples or "",
+        codes=args.codes or "",
     )
     device = resolve_device(args.device)
     model = load_model(args.model, "cpu")  # preprocessing and the model's description

@@ -62,7 +62,7 @@ def compute_codes(
     return out
 
 
-def _code_colors(codes: np.ndarray, entries: int) -> np.ndarray:
+def code_colors(codes: np.ndarray, entries: int) -> np.ndarray:
     """An RGB colour per code id: ids scattered around the hue circle so neighbours
     differ. (...) int -> (..., 3) float in [0, 1]."""
     import matplotlib
@@ -91,13 +91,13 @@ def plot_code_maps(
         ax.imshow(pictures[i], extent=(0, w, h, 0))
         if "stroke" in codes:
             c = codes["stroke"]
-            grid = _code_colors(c.indices[i, ..., group].numpy(), c.entries)
+            grid = code_colors(c.indices[i, ..., group].numpy(), c.entries)
             ax.imshow(grid, extent=(0, w, h, 0), alpha=0.45, interpolation="nearest")
         if "semantic" in codes:
             c = codes["semantic"]
             ids = c.indices[i, :, group].numpy()
             cell = w / len(ids)
-            colors = _code_colors(ids, c.entries)
+            colors = code_colors(ids, c.entries)
             for t, code in enumerate(ids):
                 ax.add_patch(
                     matplotlib.patches.Rectangle(

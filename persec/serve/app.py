@@ -9,6 +9,7 @@ with ``{"error": "internal error"}`` and is logged, never a traceback in the res
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -27,6 +28,7 @@ from persec.decoding.settings import describe_decoding
 from persec.inference.details import read_detailed
 from persec.models.recognizer import Recognizer
 from persec.serve.batcher import Batcher
+from persec.serve.codes import CodePictures
 from persec.serve.config import ServeConfig
 from persec.serve.inputs import RequestError, decode_upload, read_uploads
 
@@ -84,6 +86,7 @@ def create_app(
         return read_detailed(model, torch.stack(images), config.top_k)  # (B, C, H, W) in
 
     work = work or in_thread
+    code_pictures = CodePictures(config.codes) if config.codes else None
 
     batcher: Batcher = Batcher(work, config.max_batch, config.max_wait_ms)
     examples = example_images(config.examples)
@@ -124,7 +127,7 @@ def create_app(
 
     @app.get("/v1/model", summary="The model: charset, input size, decoder, version")
     async def model_card() -> dict:
-        return model_info(model)
+        return {**model_info(model), "codes": code_pictures is not None}
 
     @app.get("/v1/examples", summary="Names of the example images the page offers")
     async def example_list() -> list[str]:
@@ -143,18 +146,22 @@ def create_app(
             "multipart/form-data with files in the field 'images', or JSON "
             '{"images": ["<base64>", ...]}. Returns one object per image, in order: '
             "text, confidence, char_confidences, alternatives (and, with "
-            "?pictures=true, 'input': the image as the model sees it, a PNG data URL)."
+            "?pictures=true, 'input': the image as the model sees it, a PNG data URL, "
+            "and with a server started with --codes, 'stroke_codes' and 'semantic_codes')."
         ),
     )
     async def read(request: Request, pictures: bool = False) -> JSONResponse:
         uploads = await read_uploads(request, config)
-        tensors = [model.preprocess(decode_upload(u, config)) for u in uploads]  # (C, H, W)
+        images = [decode_upload(u, config) for u in uploads]
+        tensors = [model.preprocess(image) for image in images]  # (C, H, W)
         readings = await batcher.submit(tensors)
         out = []
-        for upload, tensor, reading in zip(uploads, tensors, readings, strict=True):
+        for upload, image, tensor, reading in zip(uploads, images, tensors, readings, strict=True):
             row = {"name": upload.name, **reading.as_dict()}
             if pictures:
                 row["input"] = model_picture(tensor)
+                if code_pictures is not None:
+                    row.update(await asyncio.to_thread(code_pictures.draw, image))
             out.append(row)
         return JSONResponse(out)  # plain JSON: FastAPI's generic encoder costs ~1 ms a row
 

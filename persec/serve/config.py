@@ -23,6 +23,8 @@ class ServeConfig:
         max_wait_ms: how long an image waits for others to share its model call.
         top_k: alternative readings returned per image.
         examples: a folder of example images the page offers (``""``: none).
+        codes: a PerSec pretraining output whose quantizer codes are drawn for each
+            image (:mod:`persec.serve.codes`; ``""``: none).
     """
 
     host: str = "127.0.0.1"
@@ -35,3 +37,4 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     top_k: int = 5
     examples: str = ""
+    codes: str = ""

@@ -293,3 +293,30 @@ def test_a_killed_pretraining_resumes_from_its_last_validation(words, tmp_path) 
     assert not (stale / "old").exists() and (stale / "encoder.safetensors").is_file()
     config.resume = True
     assert pretrain(config).steps == 6
+
+
+def test_serve_draws_the_pretrained_codes_of_each_image(pretrained) -> None:
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from tiny import tiny_recognizer
+
+    from persec.serve.app import create_app
+    from persec.serve.config import ServeConfig
+
+    crop = io.BytesIO()
+    Image.new("RGB", (90, 30), "white").save(crop, format="PNG")
+    app = create_app(tiny_recognizer(), ServeConfig(codes=str(pretrained)))
+    with TestClient(app) as client:
+        assert client.get("/v1/model").json()["codes"] is True
+        files = [("images", ("w.png", crop.getvalue(), "image/png"))]
+        row = client.post("/v1/read?pictures=true", files=files).json()[0]
+        plain = client.post("/v1/read", files=files).json()[0]
+    assert "stroke_codes" not in plain  # only with pictures
+    stroke, semantic = (
+        Image.open(io.BytesIO(base64.b64decode(row[key].split(",", 1)[1])))
+        for key in ("stroke_codes", "semantic_codes")
+    )
+    assert stroke.width == semantic.width > 0 and stroke.height > semantic.height > 0

@@ -17,6 +17,11 @@ function showReading(file, reading) {
   const card = document.getElementById("card").content.firstElementChild.cloneNode(true);
   card.querySelector(".original").src = URL.createObjectURL(file);
   card.querySelector(".input").src = reading.input;
+  if (reading.stroke_codes && reading.semantic_codes) {
+    card.querySelector(".stroke-codes").src = reading.stroke_codes;
+    card.querySelector(".semantic-codes").src = reading.semantic_codes;
+    card.querySelectorAll(".codes").forEach((figure) => { figure.hidden = false; });
+  }
   const text = card.querySelector(".text");
   if (reading.text === "") {
     text.textContent = "(nothing read)";
