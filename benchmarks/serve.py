@@ -25,6 +25,7 @@ import uvicorn
 from machine_info import cpu_model
 
 from persec.image import decode_image
+from persec.inference.details import DetailedReading
 from persec.inference.model import load_model
 from persec.serve.app import create_app
 from persec.serve.config import ServeConfig
@@ -57,12 +58,21 @@ async def _load(url: str, blobs: list[bytes], clients: int) -> tuple[float, list
     return time.perf_counter() - start, latencies
 
 
+def _canned(images: list) -> list[DetailedReading]:
+    return [DetailedReading("word", 0.9, [0.9] * 4, [("word", 0.9)]) for _ in images]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="saved model (default: the shipped one)")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--in-process", action="store_true", help="read in a server thread")
+    parser.add_argument(
+        "--http-only",
+        action="store_true",
+        help="answer canned readings without the model: what the HTTP path alone costs",
+    )
     args = parser.parse_args()
 
     lines = (DEMO / "gt.txt").read_text().splitlines()[: args.images]
@@ -76,7 +86,9 @@ def main() -> None:
     inprocess = len(images) / (time.perf_counter() - start)
 
     port = _port()
-    worker = None if args.in_process else ModelProcess(args.model, "cpu", 5)
+    worker = None if args.in_process or args.http_only else ModelProcess(args.model, "cpu", 5)
+    if args.http_only:
+        worker = _canned
     app = create_app(model, ServeConfig(port=port, max_batch=32, max_wait_ms=5), worker)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -89,10 +101,10 @@ def main() -> None:
     print(
         f"{cpu_model('unknown CPU')}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    print(
-        "the server reads in "
-        + ("a thread of its own process" if args.in_process else "a model process")
-    )
+    mode = "a model process"
+    if args.in_process or args.http_only:
+        mode = "no model (canned readings)" if args.http_only else "a thread of its own process"
+    print(f"the server reads in {mode}")
     print(
         f"in process, batches of 32: {inprocess:.1f} images/s ({len(images)} IIIT5K_train crops)\n"
     )
@@ -112,7 +124,7 @@ def main() -> None:
         )
     server.should_exit = True
     thread.join(timeout=10)
-    if worker is not None:
+    if isinstance(worker, ModelProcess):
         worker.close()
 
 

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
         help="a PerSec pretraining output: the page also draws its quantizer codes per image",
     )
     parser.add_argument("--max-batch", type=positive_int, default=32, metavar="N")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS")
+    parser.add_argument("--max-wait-ms", type=_milliseconds, default=5.0, metavar="MS")
     parser.add_argument("--max-files", type=positive_int, default=16, metavar="N")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
@@ -52,6 +52,16 @@ def add_parser(subparsers) -> None:
         help="read in a thread of the server's process (default: a model process of its own)",
     )
     parser.set_defaults(func=run)
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, "cpu")  # preprocessing and the model's description
     worker = None if args.in_process else ModelProcess(args.model, str(device), config.top_k)
-    app = create_app(model if worker else model.to(device), config, worker)
-    print(f"persec serve: http://{config.host}:{config.port}/ (Ctrl+C to stop)", flush=True)
     try:
+        app = create_app(model if worker else model.to(device), config, worker)
+        print(f"persec serve: http://{config.host}:{config.port}/ (Ctrl+C to stop)", flush=True)
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     finally:
         if worker is not None:

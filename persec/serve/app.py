@@ -10,8 +10,6 @@ with ``{"error": "internal error"}`` and is logged, never a traceback in the res
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -19,9 +17,10 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from starlette.exceptions import HTTPException
 
 from persec._version import __version__
 from persec.decoding.settings import describe_decoding
@@ -30,21 +29,13 @@ from persec.models.recognizer import Recognizer
 from persec.serve.batcher import Batcher
 from persec.serve.codes import CodePictures
 from persec.serve.config import ServeConfig
-from persec.serve.inputs import RequestError, decode_upload, read_uploads
+from persec.serve.inputs import FIELD, RequestError, decode_upload, read_uploads
+from persec.serve.pictures import model_picture
 
 logger = logging.getLogger("persec.serve")
 
 STATIC = Path(__file__).with_name("static")
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def model_picture(image: torch.Tensor) -> str:
-    """A PNG data URL of a preprocessed image (C, H, W) in [-1, 1]: what the model sees."""
-    pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte()  # (C, H, W)
-    array = pixels.permute(1, 2, 0).squeeze(-1).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def model_info(model: Recognizer) -> dict:
@@ -104,6 +95,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        max_body_size=config.max_request_bytes,  # whatever the transfer encoding
+        telemetry={"auto_configure": False, "tracing": False, "metrics": False, "logs": False},
     )
     app.state.batcher = batcher
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -111,6 +104,17 @@ def create_app(
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        where = "; ".join(
+            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()
+        )
+        return JSONResponse({"error": f"invalid request: {where}"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> JSONResponse:
@@ -121,9 +125,11 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/v1/health", summary="Is the server up")
-    async def health() -> dict:
-        return {"status": "ok"}
+    @app.get("/v1/health", summary="Is the server up (503 when its model process is down)")
+    async def health() -> JSONResponse:
+        if not getattr(work, "alive", True):
+            return JSONResponse({"status": "model process down"}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/v1/model", summary="The model: charset, input size, decoder, version")
     async def model_card() -> dict:
@@ -149,11 +155,11 @@ def create_app(
             "?pictures=true, 'input': the image as the model sees it, a PNG data URL, "
             "and with a server started with --codes, 'stroke_codes' and 'semantic_codes')."
         ),
+        openapi_extra={"requestBody": _READ_BODY, "responses": _READ_ERRORS},
     )
     async def read(request: Request, pictures: bool = False) -> JSONResponse:
         uploads = await read_uploads(request, config)
-        images = [decode_upload(u, config) for u in uploads]
-        tensors = [model.preprocess(image) for image in images]  # (C, H, W)
+        images, tensors = await asyncio.to_thread(_prepare, uploads)  # off the event loop
         readings = await batcher.submit(tensors)
         out = []
         for upload, image, tensor, reading in zip(uploads, images, tensors, readings, strict=True):
@@ -165,4 +171,49 @@ def create_app(
             out.append(row)
         return JSONResponse(out)  # plain JSON: FastAPI's generic encoder costs ~1 ms a row
 
+    def _prepare(uploads: list) -> tuple[list, list[torch.Tensor]]:
+        images = [decode_upload(u, config) for u in uploads]
+        tensors = [model.preprocess(image) for image in images]  # (C, H, W)
+        if code_pictures is None:
+            images = [None] * len(images)  # the decoded pixels are not needed any longer
+        return images, tensors
+
     return app
+
+
+_READ_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+                "required": [FIELD],
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    FIELD: {"type": "array", "items": {"type": "string", "format": "byte"}}
+                },
+                "required": [FIELD],
+            }
+        },
+    },
+}
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+        }
+    }
+}
+_READ_ERRORS = {
+    "400": {"description": "no image, a wrong field, malformed JSON or base64", **_ERROR},
+    "413": {"description": "too many images, or a body, file or image over the limits", **_ERROR},
+    "415": {"description": "neither multipart/form-data nor application/json", **_ERROR},
+    "422": {"description": "not an image, truncated or empty", **_ERROR},
+}

@@ -44,15 +44,17 @@ class Batcher(Generic[T, R]):
         self.calls = self.items = 0
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persec-model")
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: list[tuple[T, asyncio.Future]] = []
 
     async def start(self) -> None:
-        """Start the worker task on the running event loop."""
+        """Start the worker task on the running event loop (again after :meth:`stop`)."""
         self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persec-model")
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop the worker; items still waiting fail with ``RuntimeError``."""
+        """Stop the worker; items waiting or being read fail with ``RuntimeError``."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -60,11 +62,16 @@ class Batcher(Generic[T, R]):
             except asyncio.CancelledError:
                 pass
             self._task = None
+        pending = list(self._inflight)
         while self._queue is not None and not self._queue.empty():
-            _, future = self._queue.get_nowait()
+            pending.append(self._queue.get_nowait())
+        for _, future in pending:
             if not future.done():
                 future.set_exception(RuntimeError("the server is shutting down"))
-        self._executor.shutdown(wait=False)
+        self._inflight = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def submit(self, items: Sequence[T]) -> list[R]:
         """The results for ``items``, in order, computed with other callers' items."""
@@ -95,7 +102,7 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
+            batch = self._inflight = await self._next_batch()
             items = [item for item, _ in batch]
             try:
                 results = await loop.run_in_executor(self._executor, self.work, items)
@@ -105,9 +112,11 @@ class Batcher(Generic[T, R]):
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(e)
+                self._inflight = []
                 continue
             self.calls += 1
             self.items += len(items)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+            self._inflight = []

@@ -8,8 +8,6 @@ output (``persec pretrain``'s ``output_dir``) whose encoder and quantizers draw 
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,10 @@ from persec.errors import PersecError
 from persec.image import to_tensor
 from persec.objectives.inspect import code_colors, compute_codes
 from persec.objectives.persec import PersecObjective
+from persec.serve.pictures import rgb_picture
 from persec.training.pretrain import load_pretrained
 
 STRIP_HEIGHT = 12  # pixels of the semantic code strip
-
-
-def _data_url(rgb: np.ndarray) -> str:
-    """A PNG data URL of an (H, W, 3) float image in [0, 1]."""
-    buffer = io.BytesIO()
-    Image.fromarray((rgb.clip(0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class CodePictures:
@@ -58,11 +50,11 @@ class CodePictures:
             grid = code_colors(c.indices[0, ..., 0].numpy(), c.entries)  # (h, w, 3)
             cells = np.kron(grid, np.ones((height // grid.shape[0], width // grid.shape[1], 1)))
             grey = ((x[0].mean(0).numpy() + 1) / 2)[..., None]  # (H, W, 1)
-            out["stroke_codes"] = _data_url(0.5 * cells + 0.5 * grey)
+            out["stroke_codes"] = rgb_picture(0.5 * cells + 0.5 * grey)
         if "semantic" in codes:
             c = codes["semantic"]
             strip = code_colors(c.indices[0, :, 0].numpy(), c.entries)[None]  # (1, T, 3)
-            out["semantic_codes"] = _data_url(
+            out["semantic_codes"] = rgb_picture(
                 np.kron(strip, np.ones((STRIP_HEIGHT, width // strip.shape[1], 1)))
             )
         return out

@@ -18,8 +18,11 @@ from persec.inference.details import DetailedReading, read_detailed
 
 def _serve_model(conn, model_dir: str | None, device: str, top_k: int, threads: int) -> None:
     """The child: load the model, then answer batches until the pipe closes."""
+    import signal
+
     from persec.inference.model import load_model
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's; it closes the pipe
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -30,8 +33,8 @@ def _serve_model(conn, model_dir: str | None, device: str, top_k: int, threads: 
     conn.send(("ready", None))
     while True:
         try:
-            batch = conn.recv()
-        except EOFError:
+            batch = torch.from_numpy(conn.recv())
+        except (EOFError, OSError):
             return
         try:
             conn.send(("ok", read_detailed(model, batch, top_k)))
@@ -68,11 +71,19 @@ class ModelProcess:
             self.close()
             raise RuntimeError(f"the model process could not start: {message}")
 
+    @property
+    def alive(self) -> bool:
+        """Whether the child process still runs."""
+        return self._process.is_alive()
+
     def __call__(self, images: list[torch.Tensor]) -> list[DetailedReading]:
         """Read preprocessed images (C, H, W) in the child, one batch at a time."""
         with self._lock:  # one batch in flight
-            self._conn.send(torch.stack(images))  # (B, C, H, W)
-            kind, payload = self._conn.recv()
+            try:
+                self._conn.send(torch.stack(images).numpy())  # (B, C, H, W), plain bytes
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError) as e:
+                raise RuntimeError(f"the model process is gone ({type(e).__name__})") from e
         if kind != "ok":
             raise RuntimeError(f"the model process failed: {payload}")
         return payload

@@ -8,7 +8,7 @@ import base64
 
 import pytest
 import torch
-from factories import jpeg, png, truncated_png
+from factories import bomb_png, jpeg, png, truncated_png
 from fastapi.testclient import TestClient
 from tiny import REPO, tiny_recognizer
 
@@ -17,7 +17,9 @@ from persec.inference.details import read_detailed
 from persec.serve.app import create_app
 from persec.serve.config import ServeConfig
 
-LIMITS = ServeConfig(max_files=3, max_file_bytes=20_000, max_pixels=40_000, max_wait_ms=20)
+LIMITS = ServeConfig(
+    max_files=3, max_file_bytes=20_000, max_request_bytes=100_000, max_pixels=40_000, max_wait_ms=20
+)
 IIIT5K = REPO.parent / "shared" / "data" / "IIIT5K_train"
 
 
@@ -76,6 +78,11 @@ def test_json_base64_and_pictures(client):
         ({"files": _files(b"")}, 422, "zero-byte"),
         ({"files": _files(jpeg(400, 200))}, 413, "exceeds the limit of 40000 pixels"),
         ({"files": _files(*[png(seed=i) for i in range(4)])}, 413, "at most 3"),
+        ({"files": _files(*[png(seed=i) for i in range(9)])}, 413, "at most 3"),
+        ({"files": _files(bomb_png())}, 413, "DecompressionBomb"),
+        ({"json": {"images": ["data:image/png;base64"]}}, 400, "without its comma"),
+        ({"content": b"[" * 5000, "headers": {"content-type": "application/json"}}, 400, "malformed"),
+        ({"content": iter([b"x" * 50_000] * 4), "headers": {"content-type": "application/json"}}, 413, ""),
         ({"files": _files(b"\x89PNG" + b"0" * 30_000)}, 413, "exceeds 20000"),
         ({"files": _files(png(), field="image")}, 400, "field 'images' (got the field(s) image)"),
         ({"json": {"images": ["@@@"]}}, 400, "not base64"),
@@ -84,7 +91,8 @@ def test_json_base64_and_pictures(client):
         ({"data": {"images": "text, not a file"}}, 415, "multipart"),
     ],
     ids=[
-        "not-an-image", "truncated", "zero-size", "pixel-bomb", "too-many", "too-large",
+        "not-an-image", "truncated", "zero-size", "pixel-limit", "too-many", "far-too-many",
+        "bomb", "data-url-no-comma", "deep-json", "chunked-over-limit", "too-large",
         "wrong-field", "bad-base64", "bad-json", "wrong-type", "form-not-multipart",
     ],
 )  # fmt: skip
@@ -109,10 +117,17 @@ def test_model_description_examples_page_and_openapi(client, model):
     assert client.get("/examples/..%2Fsecret").status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    assert "http" not in client.get("/static/app.js").text.replace("http://", "")  # no CDN
+    for name in ("index.html", "app.js", "style.css"):  # nothing loaded from elsewhere
+        text = client.get(f"/static/{name}").text
+        assert "http" not in text and "//cdn" not in text and "@import" not in text, name
     schema = client.get("/openapi.json").json()
     assert {"/v1/read", "/v1/health", "/v1/model"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 404  # its page would load a CDN's scripts
+    assert "error" in client.get("/docs").json()  # errors keep their shape
+    bad_flag = client.post("/v1/read?pictures=maybe", files=_files(png()))
+    assert bad_flag.status_code == 422 and "pictures" in bad_flag.json()["error"]
+    body = schema["paths"]["/v1/read"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
 
 
 @pytest.mark.skipif(not IIIT5K.is_dir(), reason="needs ../shared/data/IIIT5K_train")

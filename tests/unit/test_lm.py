@@ -233,5 +233,6 @@ def test_char_confidences_are_the_aligned_frames_best_probabilities():
     assert ctc_char_confidences(logits, "aa", TOKENIZER) == pytest.approx([0.9, 0.1])
     assert ctc_char_confidences(logits, "", TOKENIZER) == []
     assert ctc_char_confidences(logits, "abc", TOKENIZER) is None  # c not in the charset
-    assert len(ctc_char_confidences(logits, "aaa", TOKENIZER)) == 3  # a _ a _ a: 5 frames
+    # a _ a _ a uses every frame: the a's get frames 0, 2 (0.1) and 4 (0.1)
+    assert ctc_char_confidences(logits, "aaa", TOKENIZER) == pytest.approx([0.9, 0.1, 0.1])
     assert ctc_char_confidences(logits, "aaaa", TOKENIZER) is None  # needs 7 frames
