@@ -5,6 +5,11 @@ through :meth:`Charset.strip_unsupported` of the eval charset (NFKD, accents dro
 whitespace removed, case folded for single-case charsets, unsupported characters
 dropped) before any comparison. The default eval charset is ``36_lowercase``.
 
+The HTR protocol (``protocol="htr"``, handwriting): NFC, case and punctuation kept, runs
+of whitespace collapsed to one space (:func:`htr_normalize`); no charset filter, so
+characters a model cannot write still count as errors. WER is then reported beside CER:
+edits over space-separated tokens (punctuation stays attached to its word).
+
 All reported metrics are percentages (0-100):
 
 * word accuracy: exact match after mapping,
@@ -17,12 +22,23 @@ All reported metrics are percentages (0-100):
 from __future__ import annotations
 
 import string
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
 from persec.charset import PRESETS, STANDARD_CHARSET, Charset
+
+STANDARD = "standard"
+HTR = "htr"
+PROTOCOLS = (STANDARD, HTR)
+
+
+def htr_normalize(text: str) -> str:
+    """The HTR protocol's form of a transcription: NFC, whitespace runs as one space,
+    no space at either end; case and punctuation as written."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def eval_charset(
@@ -86,6 +102,8 @@ class DatasetScore:
         gt_chars: total ground-truth characters after mapping.
         confidence_sum: sum of the confidences given (probabilities in [0, 1]).
         confidence_count: number of samples that came with a confidence.
+        word_edits: total edit distance over space-separated tokens.
+        gt_words: total ground-truth tokens.
     """
 
     name: str
@@ -96,6 +114,8 @@ class DatasetScore:
     gt_chars: int = 0
     confidence_sum: float = 0.0
     confidence_count: int = 0
+    word_edits: int = 0
+    gt_words: int = 0
 
     @property
     def word_acc(self) -> float:
@@ -119,6 +139,13 @@ class DatasetScore:
         return 100.0 * self.edits / self.gt_chars if self.gt_chars else None
 
     @property
+    def wer(self) -> float | None:
+        """Word error rate in percent: ``100 * word_edits / gt_words`` (as :attr:`cer`)."""
+        if self.word_edits == 0:
+            return 0.0
+        return 100.0 * self.word_edits / self.gt_words if self.gt_words else None
+
+    @property
     def confidence(self) -> float | None:
         """Mean confidence in percent over the samples that had one, else None."""
         if not self.confidence_count:
@@ -138,18 +165,29 @@ class ScoreAccumulator:
         name: dataset name for the table.
         charset: the eval charset (a Charset or a spec for :meth:`Charset.from_spec`);
             both predictions and ground truths are mapped through it.
+        protocol: ``standard`` (map through ``charset``) or ``htr``
+            (:func:`htr_normalize`; ``charset`` unused).
     """
 
-    def __init__(self, name: str, charset: str | Charset = STANDARD_CHARSET):
+    def __init__(
+        self, name: str, charset: str | Charset = STANDARD_CHARSET, protocol: str = STANDARD
+    ):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.name = name
         self.charset = Charset.from_spec(charset)
+        self.protocol = protocol
         self.reset()
+
+    def normalize(self, text: str) -> str:
+        """``text`` as this protocol compares it."""
+        return htr_normalize(text) if self.protocol == HTR else self.charset.strip_unsupported(text)
 
     def reset(self) -> None:
         """Forget everything seen so far."""
         self._samples = self._correct = self._edits = self._gt_chars = 0
         self._ned_sum = self._conf_sum = 0.0
-        self._conf_count = 0
+        self._conf_count = self._word_edits = self._gt_words = 0
 
     def update(
         self,
@@ -170,9 +208,11 @@ class ScoreAccumulator:
         if confidences is not None and len(confidences) != len(gts):
             raise ValueError(f"{len(confidences)} confidences for {len(gts)} ground truths")
         for pred, gt in zip(preds, gts, strict=True):
-            pred = self.charset.strip_unsupported(pred)
-            gt = self.charset.strip_unsupported(gt)
+            pred, gt = self.normalize(pred), self.normalize(gt)
             dist = edit_distance(pred, gt)
+            pred_words, gt_words = pred.split(), gt.split()
+            self._word_edits += Levenshtein.distance(pred_words, gt_words)
+            self._gt_words += len(gt_words)
             self._samples += 1
             self._correct += dist == 0
             self._edits += dist
@@ -194,6 +234,8 @@ class ScoreAccumulator:
             gt_chars=self._gt_chars,
             confidence_sum=self._conf_sum,
             confidence_count=self._conf_count,
+            word_edits=self._word_edits,
+            gt_words=self._gt_words,
         )
 
 
@@ -212,6 +254,8 @@ def combine(scores: Sequence[DatasetScore], name: str = "Combined") -> DatasetSc
         gt_chars=sum(s.gt_chars for s in scores),
         confidence_sum=sum(s.confidence_sum for s in scores),
         confidence_count=sum(s.confidence_count for s in scores),
+        word_edits=sum(s.word_edits for s in scores),
+        gt_words=sum(s.gt_words for s in scores),
     )
 
 
@@ -224,11 +268,14 @@ def scores_to_rows(scores: Sequence[DatasetScore]) -> list[dict]:
             "word_acc": s.word_acc,
             "one_minus_ned": s.one_minus_ned,
             "cer": s.cer,
+            "wer": s.wer,
             "confidence": s.confidence,
             "label_length": s.label_length,
             "correct": s.correct,
             "edits": s.edits,
             "gt_chars": s.gt_chars,
+            "word_edits": s.word_edits,
+            "gt_words": s.gt_words,
         }
         for s in scores
     ]
@@ -241,15 +288,17 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def format_table(scores: Sequence[DatasetScore], combined: bool = True) -> str:
+def format_table(scores: Sequence[DatasetScore], combined: bool = True, wer: bool = False) -> str:
     """A Markdown table, one row per dataset, metrics in percent with two decimals.
 
     With ``combined`` and two or more datasets, a sample-weighted ``Combined`` row
-    (see :func:`combine`) comes last. Undefined values print as ``-``.
+    (see :func:`combine`) comes last. Undefined values print as ``-``. ``wer`` adds a
+    WER column after CER (the HTR protocol).
     """
     scores = list(scores)
     if combined and len(scores) > 1:
         scores.append(combine(scores))
+    header = _HEADER[:5] + ("WER",) + _HEADER[5:] if wer else _HEADER
     rows = [
         (
             s.name,
@@ -257,12 +306,13 @@ def format_table(scores: Sequence[DatasetScore], combined: bool = True) -> str:
             _fmt(s.word_acc),
             _fmt(s.one_minus_ned),
             _fmt(s.cer),
+            *((_fmt(s.wer),) if wer else ()),
             _fmt(s.confidence),
             _fmt(s.label_length),
         )
         for s in scores
     ]
-    widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
         # Dataset names left-aligned, numbers right-aligned, as in the rule below.
@@ -274,4 +324,4 @@ def format_table(scores: Sequence[DatasetScore], combined: bool = True) -> str:
     rule = (
         "|:" + "-" * (widths[0] + 1) + "|" + "|".join("-" * (w + 1) + ":" for w in widths[1:]) + "|"
     )
-    return "\n".join([line(_HEADER), rule, *(line(r) for r in rows)])
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])

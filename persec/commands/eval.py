@@ -12,6 +12,7 @@ from persec.commands.options import (
     add_model_argument,
     add_protocol_arguments,
     add_runtime_arguments,
+    protocol_max_length,
 )
 from persec.data.dataset import SkipReport
 from persec.decoding.settings import describe_decoding
@@ -19,7 +20,7 @@ from persec.errors import PersecError
 from persec.evaluation.evaluate import evaluate, write_results
 from persec.hub import default_model_dir
 from persec.inference.model import load_model, resolve_device
-from persec.metrics import eval_charset, format_table
+from persec.metrics import HTR, eval_charset, format_table
 from persec.orientation import ORIENTATIONS, TALL_RATIO
 
 HELP = "score a saved model on datasets: word accuracy, 1 - NED, CER per dataset"
@@ -83,18 +84,22 @@ def run(args: argparse.Namespace) -> int:
         charset=charset,
         batch_size=args.batch_size,
         workers=args.workers,
-        max_label_length=args.max_length or None,
+        max_label_length=protocol_max_length(args),
         progress=None,  # a bar on a terminal only
         reports=reports,
         orient=args.orient,
+        protocol=args.protocol,
     )
 
     print(f"model: {model_dir}")
-    print(f"eval charset: {charset.name} ({len(charset)} characters)")
+    if args.protocol == HTR:
+        print("protocol: htr (NFC, case and punctuation kept, whitespace runs as one space)")
+    else:
+        print(f"eval charset: {charset.name} ({len(charset)} characters)")
     print(f"decoding: {describe_decoding(model.config.decoder)}")
     if args.orient != "none":
         print(f"orient: {args.orient} (tall crops also read turned; not the standard protocol)")
-    print(format_table(scores))
+    print(format_table(scores, wer=args.protocol == HTR))
     for report in reports:
         if report.skipped:
             print(f"skipped: {report.summary()}")
@@ -106,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "model": str(model_dir),
         "charset": charset.name,
-        "max_label_length": args.max_length or None,
+        "max_label_length": protocol_max_length(args),
+        "protocol": args.protocol,
         "orient": args.orient,
         "data": list(args.data),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from persec.config import describe_config, load_config
+from persec.metrics import HTR, PROTOCOLS, STANDARD
 
 
 def _positive(text: str) -> int:
@@ -93,12 +94,28 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
         "--punctuation", action="store_true", help="keep ASCII punctuation (94_full when --cased)"
     )
     parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=STANDARD,
+        help="standard: the 36-character (or --charset) comparison of scene text; htr: "
+        "handwriting, NFC with case and punctuation kept, whitespace runs as one space, "
+        "CER and WER",
+    )
+    parser.add_argument(
         "--max-length",
         type=non_negative_int,
-        default=25,
+        default=None,
         metavar="N",
-        help="skip labels longer than N after mapping (default 25; 0: no limit)",
+        help="skip labels longer than N after mapping (default: 25 under the standard "
+        "protocol, no limit under htr; 0: no limit)",
     )
+
+
+def protocol_max_length(args: argparse.Namespace) -> int | None:
+    """``--max-length`` as given, else the protocol's default (25 standard, none htr)."""
+    if args.max_length is None:
+        return None if args.protocol == HTR else 25
+    return args.max_length or None
 
 
 def add_greedy_argument(parser: argparse.ArgumentParser) -> None:

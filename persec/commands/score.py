@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from persec.commands.options import add_protocol_arguments
+from persec.commands.options import add_protocol_arguments, protocol_max_length
 from persec.errors import PersecError
 from persec.evaluation.score import file_score_row, score_files
-from persec.metrics import eval_charset, format_table
+from persec.metrics import HTR, eval_charset, format_table
 
 HELP = "word accuracy, 1 - NED and CER of predictions against ground truth"
 
@@ -48,9 +48,15 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score ``--pred`` against ``--gt``, print a table and optionally write JSON."""
     charset = eval_charset(args.cased, args.punctuation, args.charset)
-    result = score_files(args.gt, args.pred, charset, args.max_length or None, args.name)
-    print(f"eval charset: {charset.name} ({len(charset)} characters)")
-    print(format_table([result.score]))
+    htr = args.protocol == HTR
+    result = score_files(
+        args.gt, args.pred, charset, protocol_max_length(args), args.name, args.protocol
+    )
+    if htr:
+        print("protocol: htr (NFC, case and punctuation kept, whitespace runs as one space)")
+    else:
+        print(f"eval charset: {charset.name} ({len(charset)} characters)")
+    print(format_table([result.score], wer=htr))
     if result.report.skipped:
         print(f"skipped: {result.report.summary()}")
     for reason, paths in sorted(result.unreadable.items()):
@@ -67,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.out:
-        row = {**file_score_row(result, charset), "gt_file": args.gt, "pred_file": args.pred}
+        row = {
+            **file_score_row(result, charset, args.protocol),
+            "gt_file": args.gt,
+            "pred_file": args.pred,
+        }
         out = Path(args.out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from persec.commands.options import (
     add_protocol_arguments,
     add_runtime_arguments,
     positive_int,
+    protocol_max_length,
 )
 from persec.decoding.settings import describe_decoding
 from persec.errors import PersecError
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     in_place = out.resolve() == Path(args.model).resolve()
     if (out / WEIGHTS).exists() and not in_place and not args.force and not args.dry_run:
         raise PersecError(f"{out} already holds a model (--force overwrites it)")
+    if args.protocol != "standard":
+        raise PersecError("tune-decoding chooses decoding under the standard protocol only")
     charset = eval_charset(args.cased, args.punctuation, args.charset)
     model = load_model(args.model, resolve_device(args.device))
     base = model.config.decoder
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if base.name != "ctc":
         raise PersecError(f"{args.model}: only CTC models have decoding settings to tune")
     logits, labels, skipped = collect_logits(
-        model, args.data, charset, args.max_length or None, args.batch_size, progress=None
+        model, args.data, charset, protocol_max_length(args), args.batch_size, progress=None
     )
     best, trials = search_decoding(
         logits,

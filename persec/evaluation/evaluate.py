@@ -35,7 +35,15 @@ from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import part_name
 from persec.errors import PersecError
 from persec.image import ToTensor
-from persec.metrics import DatasetScore, ScoreAccumulator, combine, eval_charset, scores_to_rows
+from persec.metrics import (
+    HTR,
+    STANDARD,
+    DatasetScore,
+    ScoreAccumulator,
+    combine,
+    eval_charset,
+    scores_to_rows,
+)
 from persec.models.recognizer import Recognizer
 from persec.orientation import OrientedTransform, best_readings, check_orient
 
@@ -47,12 +55,13 @@ RESULTS_STEM = "results"
 def open_eval_dataset(
     path: str | Path,
     model: Recognizer,
-    charset: Charset,
+    charset: Charset | None,
     max_label_length: int | None = 25,
     orient: str = "none",
 ) -> Dataset:
     """One labelled dataset read the eval way: labels mapped through ``charset`` with
-    unsupported characters removed, images preprocessed for ``model``.
+    unsupported characters removed (``None``: as written, the HTR protocol), images
+    preprocessed for ``model``.
 
     Items are ``(image (C, H, W), label)``, or with ``orient="tall"``
     ``(versions (K, C, H, W), label)`` (:class:`~persec.orientation.OrientedTransform`),
@@ -78,6 +87,7 @@ def evaluate_dataset(
     batch_size: int = 64,
     workers: int = 0,
     progress: bool | None = True,
+    protocol: str = STANDARD,
 ) -> tuple[DatasetScore, SkipReport]:
     """Score ``model`` on one opened dataset (see :func:`open_eval_dataset`).
 
@@ -93,6 +103,7 @@ def evaluate_dataset(
         batch_size: images per forward pass.
         workers: DataLoader worker processes (0: read in this process).
         progress: show a progress bar (``None``: only on a terminal).
+        protocol: ``standard`` or ``htr`` (:class:`~persec.metrics.ScoreAccumulator`).
 
     Returns:
         the dataset's score and its skip report (label skips at open + images skipped
@@ -108,7 +119,7 @@ def evaluate_dataset(
         pin_memory=device.type == "cuda",
     )
     name = getattr(dataset, "name", "dataset")
-    accumulator = ScoreAccumulator(name, charset)
+    accumulator = ScoreAccumulator(name, charset, protocol)
     skipped: Counter[str] = Counter()
     was_training = model.training
     model.eval()
@@ -157,6 +168,7 @@ def evaluate(
     progress: bool | None = True,
     reports: list[SkipReport] | None = None,
     orient: str = "none",
+    protocol: str = STANDARD,
 ) -> list[DatasetScore]:
     """Score ``model`` on each dataset under ``paths``, one :class:`DatasetScore` each.
 
@@ -180,17 +192,22 @@ def evaluate(
             and the caller reports them; otherwise skips are logged here, once per set.
         orient: ``"none"`` (the standard protocol: every crop as given) or ``"tall"``
             (:mod:`persec.orientation`).
+        protocol: ``standard`` or ``htr`` (labels as written, no charset filter, CER
+            and WER; :mod:`persec.metrics`).
 
     Raises:
         DataError: a path that is not a dataset or a folder of datasets.
-        ValueError: an unknown ``orient``.
+        ValueError: an unknown ``orient`` or ``protocol``.
     """
     check_orient(orient)
     eval_cs = eval_charset(cased, punctuation, charset)
+    label_cs = None if protocol == HTR else eval_cs  # HTR: every character counts
     scores = []
     for path in find_datasets(paths):
-        dataset = open_eval_dataset(path, model, eval_cs, max_label_length, orient)
-        score, report = evaluate_dataset(model, dataset, eval_cs, batch_size, workers, progress)
+        dataset = open_eval_dataset(path, model, label_cs, max_label_length, orient)
+        score, report = evaluate_dataset(
+            model, dataset, eval_cs, batch_size, workers, progress, protocol
+        )
         scores.append(score)
         if reports is not None:  # the caller reports the skips
             reports.append(report)

@@ -13,7 +13,14 @@ from persec.data.dataset import MISSING_FILE, UNDECODABLE, SkipReport, filter_la
 from persec.data.gtfile import match_predictions, read_gt_file, read_pred_file
 from persec.errors import PersecError
 from persec.image import ImageDecodeError, decode_image
-from persec.metrics import DatasetScore, ScoreAccumulator, scores_to_rows
+from persec.metrics import (
+    HTR,
+    STANDARD,
+    DatasetScore,
+    ScoreAccumulator,
+    htr_normalize,
+    scores_to_rows,
+)
 
 
 @dataclass
@@ -79,6 +86,7 @@ def score_files(
     charset: Charset,
     max_length: int | None = 25,
     name: str | None = None,
+    protocol: str = STANDARD,
 ) -> FileScore:
     """Score ``pred_path`` against ``gt_path`` under the eval protocol: labels through
     ``charset`` (``remove_unsupported``), empty or over-long labels skipped and
@@ -96,14 +104,18 @@ def score_files(
         raise PersecError(f"{gt_path} holds no ground-truth lines")
     matched = match_predictions(gt, preds)
     report, keep = SkipReport(name or _dataset_name(gt_path)), []
+    htr = protocol == HTR
     for i, (path, label) in enumerate(zip(matched.paths, matched.labels, strict=True)):
-        _, reason = filter_label(label, charset, max_length, remove_unsupported=True)
+        if htr:  # labels as written, only empty (or over-long) ones left out
+            _, reason = filter_label(htr_normalize(label), None, max_length)
+        else:
+            _, reason = filter_label(label, charset, max_length, remove_unsupported=True)
         if reason is None:
             keep.append(i)
         else:
             report.skip(reason, path)
     report.keep(len(keep))
-    acc = ScoreAccumulator(report.name, charset)
+    acc = ScoreAccumulator(report.name, charset, protocol)
     acc.update(
         [matched.preds[i] for i in keep],
         [matched.labels[i] for i in keep],
@@ -118,9 +130,10 @@ def score_files(
     )
 
 
-def file_score_row(result: FileScore, charset: Charset) -> dict[str, Any]:
+def file_score_row(result: FileScore, charset: Charset, protocol: str = STANDARD) -> dict[str, Any]:
     """The JSON record ``persec score --out`` writes."""
     return {
+        "protocol": protocol,
         **scores_to_rows([result.score])[0],
         "missing": len(result.missing),
         "unreadable": sum(len(v) for v in result.unreadable.values()),
@@ -129,5 +142,5 @@ def file_score_row(result: FileScore, charset: Charset) -> dict[str, Any]:
         "skipped_by_reason": dict(sorted(result.report.counts.items())),
         "ignored": len(result.ignored),
         "matched_by_prefix": result.by_prefix,
-        "charset": charset.name,
+        "charset": None if protocol == HTR else charset.name,
     }

@@ -159,3 +159,34 @@ def test_a_missing_image_beside_readable_ones_is_reported_as_missing_file(run_cl
     assert code == 0, err
     assert "(missing file): 1 (scored as empty), first: images/gone.png" in out
     assert "missing predictions: 0 of 2" in out
+
+
+# The HTR protocol by hand: NFC, case and punctuation kept, whitespace runs collapsed.
+#   "Dear Sir," vs "dear Sir,"   : 1 char edit of 9; words: "Dear" vs "dear" -> 1 of 2
+#   "of the  £5." vs "of the £5" : gt -> "of the £5." (10 chars); 1 edit (missing ".");
+#                                  words "£5." vs "£5" -> 1 of 3
+#   "Café" (NFD in gt) vs "Café"  : NFC makes them equal: 0 of 4, 0 of 1
+#   "yours truly" vs "yourstruly": 1 edit of 11; words 2 vs 1 -> 2 edits of 2
+# CER 3 / 34 = 8.8235%, WER 4 / 8 = 50%, word accuracy 1 / 4 = 25%.
+HTR_GT = "l/a.png\tDear Sir,\nl/b.png\tof the  £5.\nl/c.png\tCafe\u0301\nl/d.png\tyours truly\n"
+HTR_PRED = "l/a.png\tdear Sir,\nl/b.png\tof the £5\nl/c.png\tCaf\u00e9\nl/d.png\tyourstruly\n"
+
+
+def test_htr_protocol_cer_and_wer_by_hand(run_cli, tmp_path):
+    gt, pred, out_json = tmp_path / "gt.txt", tmp_path / "pred.txt", tmp_path / "s.json"
+    gt.write_text(HTR_GT, encoding="utf-8")
+    pred.write_text(HTR_PRED, encoding="utf-8")
+    code, out, err = run_cli(
+        ["score", "--pred", str(pred), "--gt", str(gt), "--protocol", "htr", "--out", str(out_json)]
+    )
+    assert code == 0, err
+    assert "protocol: htr" in out and " WER " in out.splitlines()[1]
+    row = json.loads(out_json.read_text())
+    assert (row["edits"], row["gt_chars"], row["word_edits"], row["gt_words"]) == (3, 34, 4, 8)
+    assert row["cer"] == pytest.approx(100 * 3 / 34)
+    assert row["wer"] == pytest.approx(50.0)
+    assert row["word_acc"] == pytest.approx(25.0)
+    assert row["protocol"] == "htr" and row["charset"] is None
+    # The standard protocol on the same files: case, punctuation, spaces and £ dropped.
+    code, out, _ = run_cli(["score", "--pred", str(pred), "--gt", str(gt), "--name", "std"])
+    assert "WER" not in out and _row(out, "std")[2] == "100.00"

@@ -419,3 +419,17 @@ def test_tune_decoding_saves_the_best_setting_and_eval_uses_it(run_cli, bench, t
     assert code == 2 and "already holds a model" in err
     code, _, err = run_cli([*argv, *grid, "--force"])
     assert code == 0, err
+
+
+def test_eval_htr_protocol_reports_wer_and_keeps_labels_as_written(bench, run_cli, tmp_path):
+    code, out, err = run_cli(
+        ["eval", "--model", str(bench.model), "--data", str(bench.test), "--protocol", "htr",
+         "--out", str(tmp_path / "htr")]
+    )  # fmt: skip
+    assert code == 0, err
+    assert "protocol: htr" in out and " WER " in out
+    doc = json.loads((tmp_path / "htr" / "results.json").read_text())
+    assert doc["protocol"] == "htr" and doc["max_label_length"] is None
+    # Labels are no longer cut to the 36-character charset, so nothing is longer than
+    # 25 characters or empty by that mapping: more samples are scored than by default.
+    assert doc["combined"]["samples"] >= 14 and doc["combined"]["gt_words"] > 0
