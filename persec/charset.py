@@ -35,12 +35,17 @@ TOO_LONG = "label too long"
 CONTROL_CHARS = "label with control characters"
 
 
+SPACE_LINE = "<space>"  # a space in a charset file
+
+
 class Charset:
     """An ordered set of characters with the normalisation that goes with it.
 
     Args:
         chars: the characters, as a string or a sequence of one-character strings.
-            Order defines token ids. Duplicates and whitespace are an error.
+            Order defines token ids. Duplicates and whitespace other than the plain
+            space are an error; a charset that holds the space (text lines) keeps one
+            space between words, where the others remove all whitespace.
         name: a display name (preset name or file path).
     """
 
@@ -48,10 +53,10 @@ class Charset:
         chars = list(chars)
         if not chars:
             raise PersecError("charset is empty")
-        bad = [c for c in chars if len(c) != 1 or c.isspace()]
+        bad = [c for c in chars if len(c) != 1 or (c.isspace() and c != " ")]
         if bad:
             raise PersecError(
-                f"charset entries must be single non-space characters, got {bad[:5]!r}"
+                f"charset entries must be single characters (whitespace: only the space), got {bad[:5]!r}"
             )
         seen: set[str] = set()
         dups = [c for c in chars if c in seen or seen.add(c)]
@@ -61,6 +66,7 @@ class Charset:
         self.name = name or "".join(chars[:12]) + ("..." if len(chars) > 12 else "")
         self._index = {c: i for i, c in enumerate(self.chars)}
         self.is_ascii = all(c.isascii() for c in self.chars)
+        self.has_space = " " in self._index
         letters = [c for c in self.chars if c.isalpha()]
         has_lower = any(c.islower() for c in letters)
         has_upper = any(c.isupper() for c in letters)
@@ -74,13 +80,16 @@ class Charset:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_file(cls, path: str | Path) -> Charset:
-        """Read one character per line (blank lines ignored), for large charsets."""
+        """Read one character per line (blank lines ignored, the line ``<space>`` for a
+        space), for large charsets and those built from data (``persec data charset``)."""
         path = Path(path)
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise PersecError(f"cannot read charset file {path}: {e}") from e
-        chars = [line.strip("\r\n") for line in lines if line.strip()]
+        chars = [
+            " " if line == SPACE_LINE else line.strip("\r\n") for line in lines if line.strip()
+        ]
         bad = [(i + 1, c) for i, c in enumerate(chars) if len(c) != 1]
         if bad:
             raise PersecError(
@@ -132,15 +141,16 @@ class Charset:
     def normalize(self, label: str) -> str:
         """Map a raw label to the charset's conventions without dropping characters.
 
-        NFKD then ASCII for ASCII-only charsets (``é`` → ``e``), whitespace removed,
-        case folded when the charset is single-case.
+        NFKD then ASCII for ASCII-only charsets (``é`` → ``e``), whitespace removed (a
+        charset holding the space: runs of whitespace become one space, none at the
+        ends), case folded when the charset is single-case.
         """
         if self.is_ascii:
             # Drop only the accents NFKD splits off (é → e); other non-ASCII characters
             # (ß, ½ → 1⁄2) stay, so `check` rejects them rather than corrupting the label.
             label = unicodedata.normalize("NFKD", label)
             label = "".join(c for c in label if not unicodedata.category(c).startswith("M"))
-        label = "".join(label.split())
+        label = (" " if self.has_space else "").join(label.split())
         if self.fold == "lower":
             label = label.lower()
         elif self.fold == "upper":

@@ -7,8 +7,10 @@ import argparse
 
 from persec.charset import STANDARD_CHARSET
 from persec.commands.data_split import add_split_parser
+from persec.data.charset_builder import count_label_chars, write_charset_file
 from persec.data.folder import folder_to_lmdb
 from persec.data.stats import compute_stats, format_stats
+from persec.errors import PersecError
 
 HELP = "dataset statistics and the gt.txt folder to LMDB converter"
 
@@ -62,6 +64,28 @@ def add_parser(subparsers) -> None:
     )
     convert.set_defaults(func=run_convert)
 
+    charset = sub.add_parser(
+        "charset",
+        help="a charset file of the characters the labels of some datasets use",
+        description="Count the characters of the labels (as written, Unicode NFC) of every "
+        "PATH and write them to OUT, one per line in code-point order (a space as the line "
+        "<space>): the --charset / model.charset of a model that must read them all, "
+        "e.g. GW's '£'. Only training parts belong here: a character seen only in test "
+        "labels is an error the model should make.",
+    )
+    charset.add_argument(
+        "paths", nargs="+", metavar="PATH", help="labelled datasets (DIR:PART too)"
+    )
+    charset.add_argument("--out", required=True, metavar="FILE", help="the charset file to write")
+    charset.add_argument(
+        "--min-count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="leave out characters seen fewer than N times (default 1: keep all)",
+    )
+    charset.set_defaults(func=run_charset)
+
     add_split_parser(sub)
 
 
@@ -74,6 +98,22 @@ def run_stats(args: argparse.Namespace) -> int:
         decode=not args.no_decode,
     )
     print(format_stats(stats))
+    return 0
+
+
+def run_charset(args: argparse.Namespace) -> int:
+    """``persec data charset PATH... --out FILE``: the characters the labels use."""
+    if args.min_count < 1:
+        raise PersecError(f"--min-count must be >= 1, got {args.min_count}")
+    counted = count_label_chars(args.paths)
+    chars = counted.chars(args.min_count)
+    left = sorted(set(counted.counts) - set(chars))
+    path = write_charset_file(chars, args.out)
+    shown = "".join(chars).replace(" ", "\u2423")
+    print(f"{len(chars)} characters from {counted.labels} labels: {shown}")
+    if left:
+        print(f"left out (fewer than {args.min_count}): {''.join(left)}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -59,8 +59,8 @@ def test_unknown_spec_and_bad_chars():
         Charset.from_spec("37_nonsense")
     with pytest.raises(PersecError, match="duplicate"):
         Charset("abca")
-    with pytest.raises(PersecError, match="non-space"):
-        Charset("a b")
+    with pytest.raises(PersecError, match="only the space"):
+        Charset("a\nb")
     with pytest.raises(PersecError, match="empty"):
         Charset("")
 
@@ -144,3 +144,16 @@ def test_one_charset_resolver_for_presets_files_and_saved_characters(tmp_path):
     (tmp_path / "c.txt").write_text("x\ny\n")
     assert len(resolve_charset(str(tmp_path / "c.txt"))) == 2
     assert resolve_charset(saved) is saved
+
+
+def test_a_charset_with_the_space_keeps_one_between_words(tmp_path):
+    lines = Charset("ab ")
+    assert lines.has_space and lines.normalize("  a \t b  ") == "a b"
+    assert lines.check("a  b") == ("a b", None)
+    assert not Charset("ab").has_space and Charset("ab").normalize("a b") == "ab"
+    with pytest.raises(PersecError, match="only the space"):
+        Charset("a\tb")
+    # A charset file spells the space as the line <space>.
+    path = tmp_path / "chars.txt"
+    path.write_text("a\n<space>\nb\n", encoding="utf-8")
+    assert Charset.from_file(path).chars == ("a", " ", "b")
