@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,35 @@ class _FileDataset(Dataset):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self)} samples)"
 
+    def _take(
+        self,
+        items: Iterable[tuple[Path, str]],
+        max_label_length: int | None,
+        remove_unsupported: bool,
+        unlabelled: bool,
+    ) -> list[str]:
+        """Keep the ``(image path, raw label)`` items whose file exists and whose label
+        passes :func:`filter_label` under ``self.charset`` (the others are counted in
+        ``self.report``); returns the kept raw labels. Sets ``_paths`` and ``_labels``."""
+        self._paths, labels, raws = [], [], []
+        for path, raw in items:
+            if not path.is_file():
+                self.report.skip(MISSING_FILE, str(path))
+                continue
+            if not unlabelled:
+                label, reason = filter_label(
+                    raw, self.charset, max_label_length, remove_unsupported
+                )
+                if label is None:
+                    self.report.skip(reason or "invalid label", str(path))
+                    continue
+                labels.append(label)
+            self._paths.append(path)
+            raws.append(raw)
+        self._labels = None if unlabelled else labels
+        self.report.keep(len(self._paths))
+        return raws
+
 
 class FolderDataset(_FileDataset):
     """A folder of images listed in a ground-truth file.
@@ -133,10 +162,6 @@ class FolderDataset(_FileDataset):
         self.transform = transform
         self.name = name or dataset_name(self.root)
         self.report = SkipReport(self.name)
-        self._paths: list[Path] = []
-        labels: list[str] = []
-        #: labels as written in gt.txt, parallel to the kept samples (for the converter)
-        self.raw_labels: list[str] = []
         base = self.gt_path.parent
         entries = read_gt_file(self.gt_path)
         if only is not None:
@@ -148,23 +173,13 @@ class FolderDataset(_FileDataset):
                     f"{len(extra)} images of the part asked for are not in {self.gt_path} "
                     f"(first: {extra[0]}); was the list made for this set?"
                 )
-        for rel, raw in entries:
-            path = base / rel
-            if not path.is_file():
-                self.report.skip(MISSING_FILE, str(path))
-                continue
-            if not unlabelled:
-                label, reason = filter_label(
-                    raw, self.charset, max_label_length, remove_unsupported
-                )
-                if label is None:
-                    self.report.skip(reason or "invalid label", str(path))
-                    continue
-                labels.append(label)
-            self._paths.append(path)
-            self.raw_labels.append(raw)
-        self._labels = None if unlabelled else labels
-        self.report.keep(len(self._paths))
+        #: labels as written in gt.txt, parallel to the kept samples (for the converter)
+        self.raw_labels = self._take(
+            ((base / rel, raw) for rel, raw in entries),
+            max_label_length,
+            remove_unsupported,
+            unlabelled,
+        )
 
 
 class ImageFolderDataset(_FileDataset):

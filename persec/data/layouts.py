@@ -28,6 +28,8 @@ from persec.errors import DataError
 # The readers, each registering its layout (a new layout: its module, one line here).
 import persec.data.folder  # noqa: E402, F401  isort: skip
 import persec.data.lmdb  # noqa: E402, F401  isort: skip
+import persec.data.iam  # noqa: E402, F401  isort: skip
+import persec.data.cvl  # noqa: E402, F401  isort: skip
 
 
 def _in_detection_order() -> list[Layout]:

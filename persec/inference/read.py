@@ -42,13 +42,30 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
     return out
 
 
+PAGE_SIDE = 800  # both sides at least this many pixels ...
+PAGE_ASPECT = 2.5  # ... and at most this much wider than tall: a page, not a crop
+PAGE_SIZED = "page-sized image"
+
+
+def page_hint(width: int, height: int) -> str | None:
+    """Why an image of this size gets no reading: a scanned page or photo of a document
+    (both sides large, not a wide strip) holds many words, which a recognizer of single
+    crops would read as one meaningless string. None for a crop."""
+    if min(width, height) >= PAGE_SIDE and width < PAGE_ASPECT * height:
+        return (
+            f"{PAGE_SIZED} ({width}x{height}): persec reads cropped words and text lines; "
+            "cut the page into lines or words first (a text detector or layout analysis)"
+        )
+    return None
+
+
 class ImagePathsDataset(Dataset):
     """Image files by path, for inference.
 
     Items are ``(versions (K, C, H, W), path)``, the K
     :func:`~persec.orientation.orientation_variants` of the image (K = 1 unless
     ``orient`` turns it), or a :class:`~persec.data.dataset.Skipped` whose ``reason``
-    holds the error (missing file, undecodable image).
+    holds the error (missing file, undecodable image, a page-sized image: :func:`page_hint`).
     """
 
     def __init__(self, paths: Sequence[str], transform: ToTensor, orient: str = "none"):
@@ -69,6 +86,9 @@ class ImagePathsDataset(Dataset):
             image = decode_image(data)
         except ImageDecodeError as e:
             return Skipped(f"{UNDECODABLE}: {e}", path)
+        hint = page_hint(*image.size)
+        if hint:
+            return Skipped(hint, path)
         return self.transform(image), path  # (K, C, H, W)
 
 

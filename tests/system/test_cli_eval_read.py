@@ -433,3 +433,16 @@ def test_eval_htr_protocol_reports_wer_and_keeps_labels_as_written(bench, run_cl
     # Labels are no longer cut to the 36-character charset, so nothing is longer than
     # 25 characters or empty by that mapping: more samples are scored than by default.
     assert doc["combined"]["samples"] >= 14 and doc["combined"]["gt_words"] > 0
+
+
+def test_read_gives_a_page_a_hint_not_a_reading(run_cli, bench, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "letter.png"
+    Image.new("L", (1700, 2200), 255).save(page)  # a scanned page
+    line = tmp_path / "line.png"
+    Image.new("L", (2400, 120), 255).save(line)  # a long text line is not a page
+    code, out, err = run_cli(["read", "--model", str(bench.model), str(page), str(line)])
+    assert code == 0
+    assert [row.split("\t")[0] for row in out.splitlines()] == [str(line)]
+    assert "page-sized image (1700x2200)" in err and "cut the page into lines" in err
