@@ -29,4 +29,4 @@ def test_every_axis_is_filled_on_import():
     assert set(OBJECTIVES) == {"persec", "seqclr"}
     import persec.data.layouts  # noqa: F401  (imports every reader, which registers)
 
-    assert set(LAYOUTS) == {"folder", "lmdb", "images"}
+    assert set(LAYOUTS) == {"folder", "lmdb", "iam", "cvl", "images"}
