@@ -110,31 +110,84 @@ class ImageConfig:
 
     Attributes:
         height: input height in pixels (32 in the paper).
-        width: input width in pixels (128 for fine-tuning, 384 for pretraining [paper]).
+        width: input width in pixels (128 for fine-tuning, 384 for pretraining [paper]);
+            with ``keep_aspect`` the largest width.
         channels: 3 for RGB, 1 for grayscale.
+        keep_aspect: [ours, for text lines] scale to ``height`` keeping the aspect
+            ratio, width rounded up to a multiple of 4 (the encoders' stride) and capped
+            at ``width`` (only a wider image is squeezed). Batches of different widths
+            are padded on the right (:func:`pad_to_width`). Off: every image is
+            stretched to ``height`` × ``width`` as in the STR benchmarks.
     """
 
     height: int = 32
     width: int = 128
     channels: int = 3
+    keep_aspect: bool = False
+
+
+# Encoders downsample the width by 4 (ResNet stem/stage 1, ViT patches).
+WIDTH_MULTIPLE = 4
+
+
+def input_width(size: tuple[int, int], config: ImageConfig) -> int:
+    """Model input width for an image of ``size`` = (width, height) pixels, before any
+    padding to :func:`min_width`."""
+    if not config.keep_aspect:
+        return config.width
+    w, h = size
+    scaled = max(1, round(w * config.height / max(h, 1)))
+    rounded = -(-scaled // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    return min(rounded, config.width // WIDTH_MULTIPLE * WIDTH_MULTIPLE)
+
+
+def min_width(config: ImageConfig) -> int:
+    """Narrowest model input: ``config.width``, or with ``keep_aspect`` twice the height
+    (capped at ``width``); a narrower image (one letter) is padded to it, never
+    stretched, so the windowed aggregators always see more than one window along the
+    width and an ONNX export with a dynamic width covers every input."""
+    if not config.keep_aspect:
+        return config.width
+    return min(2 * config.height, config.width) // WIDTH_MULTIPLE * WIDTH_MULTIPLE
+
+
+def pad_to_width(images: list[torch.Tensor], width: int | None = None) -> torch.Tensor:
+    """Stack ``(C, H, W_i)`` tensors into ``(B, C, H, W)``, each padded on the right to
+    ``width`` (default: the widest) by repeating its last column, so padding reads as
+    background, never as a stroke."""
+    width = width or max(x.shape[-1] for x in images)
+    return torch.stack(
+        [
+            x
+            if x.shape[-1] == width
+            else torch.cat([x, x[..., -1:].expand(*x.shape[:-1], width - x.shape[-1])], -1)
+            for x in images
+        ]
+    )
 
 
 def to_tensor(image: Image.Image, config: ImageConfig) -> torch.Tensor:
-    """Resize (ignoring aspect, as in the STR benchmarks) and scale to [-1, 1].
+    """Resize (ignoring aspect, as in the STR benchmarks, unless ``config.keep_aspect``)
+    and scale to [-1, 1].
 
     Returns:
-        ``(C, H, W)`` float32 tensor.
+        ``(C, H, W)`` float32 tensor; ``W`` is ``config.width``, or with ``keep_aspect``
+        :func:`input_width` of the image, at least :func:`min_width`.
     """
     mode = "L" if config.channels == 1 else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
-    if image.size != (config.width, config.height):
-        image = image.resize((config.width, config.height), Image.Resampling.BICUBIC)
+    size = (input_width(image.size, config), config.height)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W) uint8
-    return tensor.float().div_(127.5).sub_(1.0)
+    tensor = tensor.float().div_(127.5).sub_(1.0)
+    if tensor.shape[-1] < min_width(config):
+        return pad_to_width([tensor], min_width(config))[0]
+    return tensor
 
 
 class ToTensor:

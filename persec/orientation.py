@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
+from persec.image import pad_to_width
+
 ORIENTATIONS = ("none", "tall")
 """``orient`` modes: ``none`` reads every crop as it is; ``tall`` also tries each
 crop at least :data:`TALL_RATIO` times as tall as wide turned 90° both ways."""
@@ -51,7 +53,8 @@ def orientation_variants(image: Image.Image, orient: str = "none") -> list[Image
 
 class OrientedTransform:
     """Transform of one image into its :func:`orientation_variants`, each through
-    ``transform``, stacked: ``(K, C, H, W)`` (K = 1 unless ``orient`` turns it).
+    ``transform``, stacked: ``(K, C, H, W)`` (K = 1 unless ``orient`` turns it; versions
+    of different widths are padded to the widest).
     Picklable when ``transform`` is, so DataLoader workers can run it."""
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor], orient: str = "none"):
@@ -61,7 +64,7 @@ class OrientedTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Transform each orientation variant of ``image`` -> (K, C, H, W)."""
         versions = orientation_variants(image, self.orient)
-        return torch.stack([self.transform(v) for v in versions])  # (K, C, H, W)
+        return pad_to_width([self.transform(v) for v in versions])  # (K, C, H, W)
 
 
 def best_reading(

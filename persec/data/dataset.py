@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from persec.charset import CONTROL_CHARS, EMPTY, TOO_LONG, Charset
+from persec.image import pad_to_width
 
 logger = logging.getLogger("persec.data")
 
@@ -168,8 +169,10 @@ def collate_samples(
     ``labels == []``): skip such a batch.
 
     Returns:
-        images: ``(B, C, H, W)`` tensor when every image is a tensor of one shape,
-            else a list (PIL images, or tensors of varying shapes);
+        images: ``(B, C, H, W)`` tensor when every image is a tensor of one channel
+            count and height (narrower ones padded on the right to the widest, see
+            :func:`persec.image.pad_to_width`: text lines), else a list (PIL images, or
+            tensors of varying heights);
         labels: ``B`` strings (``None`` for unlabelled data);
         skipped: counts of dropped items by reason.
     """
@@ -184,9 +187,9 @@ def collate_samples(
         images.append(image)
         labels.append(label)
     if images and all(isinstance(x, torch.Tensor) for x in images):
-        shape = images[0].shape
-        if all(x.shape == shape for x in images):
-            return torch.stack(images), labels, skipped  # (B, C, H, W)
+        shape = images[0].shape[:-1]
+        if all(x.dim() == 3 and x.shape[:-1] == shape for x in images):
+            return pad_to_width(images), labels, skipped  # (B, C, H, W)
     return images, labels, skipped
 
 

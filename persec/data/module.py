@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from persec.charset import Charset
+from persec.data.buckets import width_keys
 from persec.data.dataset import collate_samples
 from persec.data.layouts import open_dataset
 from persec.data.render.config import SynthConfig
@@ -74,12 +75,19 @@ class RecognitionDataConfig(PretrainDataConfig):
         label_fraction: share of the training labels used (semi-supervised
             protocol); a subset fixed by ``fraction_seed``.
         fraction_seed: seed of that subset.
-        max_label_length: longer labels are skipped.
+        max_label_length: longer labels are skipped (0: no cap, for text lines).
+        bucket_by_width: [ours, for text lines] batch training samples of similar
+            width together (:mod:`persec.data.buckets`), so that lines whose aspect is
+            kept are padded little.
+        bucket_pool: batches sorted together when bucketing: larger pools pad less
+            but make the batch order less random.
     """
 
     label_fraction: float = 1.0
     fraction_seed: int = 0
     max_label_length: int = 25
+    bucket_by_width: bool = False
+    bucket_pool: int = 50
 
 
 def label_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
@@ -108,6 +116,7 @@ class _ImageDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.seed = seed
+        self.image = image
         self.transform = ToTensor(image)
         self.train_set: Dataset | None = None
         self.val_sets: list[Dataset] = []
@@ -180,8 +189,17 @@ class _ImageDataModule(L.LightningDataModule):
         read next)."""
         trainer = self.trainer  # None outside a Trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        keys, pool = None, 1
+        if getattr(self.config, "bucket_by_width", False):
+            keys, pool = width_keys(self.train_set, self.image), self.config.bucket_pool
         sampler = ResumableSampler(
-            len(self.train_set), self.config.batch_size, self.seed, rank, world
+            len(self.train_set),
+            self.config.batch_size,
+            self.seed,
+            rank,
+            world,
+            keys=keys,
+            pool_batches=pool,
         )
         sampler.start_at_step(trainer.global_step if trainer else 0)
         return sampler
@@ -249,7 +267,7 @@ class RecognitionDataModule(_ImageDataModule):
             path,
             charset=self.charset,
             transform=self.transform,
-            max_label_length=self.config.max_label_length,
+            max_label_length=self.config.max_label_length or None,
         )
 
     def build_train(self) -> Dataset:

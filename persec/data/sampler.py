@@ -33,9 +33,13 @@ class ResumableSampler(Sampler[int]):
         rank: this process's rank.
         world_size: number of ranks.
         shuffle: permute each epoch (else read in order, the same every epoch).
+        keys: ``(size,)`` width key per sample (:func:`persec.data.buckets.width_keys`)
+            to group samples of similar width into batches (text lines), or None.
+        pool_batches: with ``keys``, how many batches are sorted together
+            (:func:`bucketed_order`).
 
     Raises:
-        PersecError: a rank would get no sample.
+        PersecError: a rank would get no sample, or ``keys`` do not match ``size``.
     """
 
     def __init__(
@@ -46,6 +50,8 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        keys: torch.Tensor | None = None,
+        pool_batches: int = 50,
     ):
         if not 0 <= rank < world_size:
             raise PersecError(f"rank {rank} is outside world size {world_size}")
@@ -55,7 +61,10 @@ class ResumableSampler(Sampler[int]):
                 f"{size} training samples cannot be split over {world_size} ranks "
                 "(each rank needs at least one)"
             )
+        if keys is not None and len(keys) != size:
+            raise PersecError(f"{len(keys)} width keys for {size} samples")
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.keys, self.pool_batches = keys, pool_batches
         self.rank, self.world_size = rank, world_size
         # A rank with fewer samples than a batch reads them all as one short batch.
         self.batch_len = min(batch_size, per_rank)
@@ -76,17 +85,49 @@ class ResumableSampler(Sampler[int]):
         Returns:
             ``(epoch_len,)`` int64 tensor.
         """
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.size, generator=g)
-        else:
-            order = torch.arange(self.size)
-        return order[self.rank :: self.world_size][: self.epoch_len]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        order = order[self.rank :: self.world_size][: self.epoch_len]
+        if self.keys is None:
+            return order
+        return bucketed_order(order, self.keys, self.batch_len, self.pool_batches, g)
 
     def __iter__(self) -> Iterator[int]:
         epoch, offset = divmod(self._start, self.epoch_len)
         self._start = (epoch + 1) * self.epoch_len  # the next iteration is the next epoch
         yield from self.epoch_order(epoch)[offset:].tolist()
+
+
+def bucketed_order(
+    order: torch.Tensor, keys: torch.Tensor, batch_len: int, pool_batches: int, generator
+) -> torch.Tensor:
+    """Reorder ``order`` so that consecutive ``batch_len`` runs have similar ``keys``.
+
+    ``order`` is cut into pools of ``pool_batches`` batches; each pool is sorted by key
+    (stable) and cut into batches, and the pool's batches are shuffled with
+    ``generator``, so the wide and the narrow batches still alternate at random. The
+    length of ``order`` must be a multiple of ``batch_len`` (every batch full).
+
+    Args:
+        order: ``(N,)`` sample indices in reading order.
+        keys: ``(size,)`` width key per sample index.
+        batch_len: samples per batch.
+        pool_batches: batches sorted together.
+        generator: shuffles the batches of each pool.
+
+    Returns:
+        ``(N,)`` the same indices, reordered.
+    """
+    if len(order) % batch_len:
+        raise ValueError(f"{len(order)} samples do not fill batches of {batch_len}")
+    pool = batch_len * max(1, pool_batches)
+    parts = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[torch.argsort(keys[chunk], stable=True)]
+        batches = chunk.view(-1, batch_len)  # (pool_batches, batch_len)
+        parts.append(batches[torch.randperm(len(batches), generator=generator)].reshape(-1))
+    return torch.cat(parts) if parts else order
 
 
 class RankShareSampler(Sampler[int]):

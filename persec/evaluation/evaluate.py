@@ -34,7 +34,7 @@ from persec.data.dataset import SkipReport, collate_samples
 from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import part_name
 from persec.errors import PersecError
-from persec.image import ToTensor
+from persec.image import ToTensor, pad_to_width
 from persec.metrics import (
     HTR,
     STANDARD,
@@ -140,7 +140,8 @@ def evaluate_dataset(
                     decoded = model.decode(model(images.to(device, non_blocking=True)))
                 else:  # each image's versions (K, C, H, W), K varying
                     versions = list(images)
-                    logits = model(torch.cat(versions).to(device))  # (sum K, L, V)
+                    batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
+                    logits = model(batch.to(device))  # (sum K, L, V)
                     decoded = best_readings(model.decode(logits), [len(v) for v in versions])
                 accumulator.update(
                     [text for text, _ in decoded], labels, [conf for _, conf in decoded]

@@ -2,7 +2,8 @@
 
 An export is two files: ``FILE`` (the ONNX graph, input ``images`` (B, C, H, W) float32
 in [-1, 1], output ``logits`` (B, L, V); the batch axis is dynamic, H × W fixed by the
-model's :class:`~persec.image.ImageConfig`) and ``FILE.json`` (the sidecar: charset,
+model's :class:`~persec.image.ImageConfig`, W dynamic too for a line model that keeps
+the aspect ratio) and ``FILE.json`` (the sidecar: charset,
 image geometry, decoder kind, decoding settings, tensor names), enough to decode the
 logits without persec's PyTorch model.
 :class:`~persec.inference.onnx_runtime.OnnxRecognizer` is that reader, with
@@ -32,7 +33,7 @@ from torch import nn
 
 from persec._version import __version__
 from persec.errors import PersecError
-from persec.image import ImageConfig
+from persec.image import WIDTH_MULTIPLE, ImageConfig, min_width
 from persec.models.recognizer import Recognizer
 
 FORMATS = ("onnx",)
@@ -41,6 +42,13 @@ DEFAULT_OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 SIDECAR_FORMAT = "persec-onnx/1"
+
+
+_FIXED_WIDTH = (
+    "a line model (image.keep_aspect) needs an ONNX graph with a dynamic width, and "
+    "torch's exporter unrolls a BiLSTM head over one fixed length: train line models "
+    "with decoder.lstm_layers=0 (the W-MHSA aggregators give the context) to export them"
+)
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -107,6 +115,8 @@ def export_onnx(
     if opset < DEFAULT_OPSET:
         raise PersecError(f"opset {opset} is not supported: use {DEFAULT_OPSET} or later")
     recognizer = model if isinstance(model, Recognizer) else load_model(model, "cpu")
+    if recognizer.config.image.keep_aspect and getattr(recognizer.decoder, "rnn", None) is not None:
+        raise PersecError(_FIXED_WIDTH)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = recognizer.training
@@ -115,6 +125,8 @@ def export_onnx(
         program = _to_onnx(ImagesToLogits(recognizer), recognizer.config.image, opset)
     finally:
         recognizer.train(was_training)
+    if recognizer.config.image.keep_aspect and _fixed_width(program):
+        raise PersecError(_FIXED_WIDTH)
     program.save(str(out))
     info = {
         "format": SIDECAR_FORMAT,
@@ -124,8 +136,7 @@ def export_onnx(
             "name": INPUT_NAME,
             "shape": ["batch", *_chw(recognizer.config.image)],
             "range": [-1.0, 1.0],
-            "preprocessing": "RGB (or L when channels=1), bicubic resize to height x width "
-            "ignoring aspect, x / 127.5 - 1",
+            "preprocessing": _preprocessing(recognizer.config.image),
         },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", "length", "classes"]},
         "image": asdict(recognizer.config.image),
@@ -138,12 +149,29 @@ def export_onnx(
     return out
 
 
-def _chw(image: ImageConfig) -> list[int]:
-    return [image.channels, image.height, image.width]
+def _fixed_width(program) -> bool:
+    """Whether the ONNX program's image input has a fixed width (axis 3)."""
+    width = program.model.graph.inputs[0].shape[3]
+    return isinstance(width, int)
+
+
+def _chw(image: ImageConfig) -> list[int | str]:
+    return [image.channels, image.height, "width" if image.keep_aspect else image.width]
+
+
+def _preprocessing(image: ImageConfig) -> str:
+    if image.keep_aspect:
+        return (
+            "RGB (or L when channels=1), bicubic resize to height keeping the aspect, width "
+            f"rounded up to a multiple of {WIDTH_MULTIPLE} and at most image.width, "
+            "x / 127.5 - 1; a batch is padded on the right by repeating the last column"
+        )
+    return "RGB (or L when channels=1), bicubic resize to height x width ignoring aspect, x / 127.5 - 1"
 
 
 def _to_onnx(graph: nn.Module, image: ImageConfig, opset: int):
-    """torch.export the graph with a dynamic batch axis, then translate it to ONNX.
+    """torch.export the graph with a dynamic batch axis (and width, for a model that
+    keeps the aspect ratio), then translate it to ONNX.
 
     The torch.export-based exporter (``dynamo=True``) is used because the legacy
     TorchScript one (``dynamo=False``, deprecated) cannot translate the windowed
@@ -151,11 +179,17 @@ def _to_onnx(graph: nn.Module, image: ImageConfig, opset: int):
     while torch.export functionalises them and constant-folds the masks.
     """
     device = next(graph.parameters()).device
-    example = torch.zeros(2, *_chw(image), device=device)  # batch 1 would be specialised
-    batch = torch.export.Dim("batch", min=1)
+    # batch 1 would be specialised
+    example = torch.zeros(2, image.channels, image.height, image.width, device=device)
+    axes = {0: torch.export.Dim("batch", min=1)}
+    if image.keep_aspect:  # text lines: any width up to image.width, in steps of 4
+        lo, hi = min_width(image) // WIDTH_MULTIPLE, image.width // WIDTH_MULTIPLE
+        steps = torch.export.Dim("width_steps", min=lo, max=hi)
+        axes[3] = WIDTH_MULTIPLE * steps
+        example = example[..., : max(lo, hi // 2) * WIDTH_MULTIPLE]
     with _quiet_exporter():
         try:
-            program = torch.export.export(graph, (example,), dynamic_shapes=({0: batch},))
+            program = torch.export.export(graph, (example,), dynamic_shapes=(axes,))
         except Exception as e:
             raise PersecError(f"ONNX export failed while tracing the model: {first_line(e)}") from e
         try:
@@ -166,6 +200,7 @@ def _to_onnx(graph: nn.Module, image: ImageConfig, opset: int):
                 opset_version=opset,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
+                dynamic_shapes=(axes,),
                 custom_translation_table={
                     torch.ops.aten.scaled_dot_product_attention.default: _attention_onnx
                 },

@@ -14,7 +14,7 @@ import torch
 from persec.charset import Charset
 from persec.decoding.settings import DECODING_FIELDS, check_decoding, decode_ctc, decoding_lm
 from persec.errors import PersecError
-from persec.image import ImageConfig, to_tensor
+from persec.image import ImageConfig, pad_to_width, to_tensor
 from persec.inference.export import SIDECAR_FORMAT, first_line, sidecar_path
 from persec.inference.read import list_images
 from persec.models.decoders.base import DECODERS, DecoderConfig
@@ -187,9 +187,9 @@ def parity_images(model: Recognizer, inputs: list[str]) -> tuple[torch.Tensor, s
     """(B, C, H, W) with the model's preprocessing: the given files, or rendered words."""
     if inputs:
         paths = list_images(inputs)
-        return torch.stack([model.preprocess(p) for p in paths]), "given images"
+        return pad_to_width([model.preprocess(p) for p in paths]), "given images"
     from persec.data.render.synth import WordRenderer  # font discovery only when rendering
 
     renderer = WordRenderer(split="test", seed=0)
     crops = [renderer.render(i)[0] for i in range(CHECK_RENDERED)]
-    return torch.stack([model.preprocess(c) for c in crops]), "rendered images"
+    return pad_to_width([model.preprocess(c) for c in crops]), "rendered images"

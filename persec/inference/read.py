@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
 from persec.data.folder import ImageFolderDataset
 from persec.errors import DataError
-from persec.image import ImageDecodeError, ToTensor, decode_image
+from persec.image import ImageDecodeError, ToTensor, decode_image, pad_to_width
 from persec.models.recognizer import Recognizer
 from persec.orientation import OrientedTransform, best_readings, check_orient
 
@@ -99,7 +99,8 @@ def _collate_paths(
     its number of versions or its error."""
     images = [item[0] for item in batch if not isinstance(item, Skipped)]
     counts = [item.reason if isinstance(item, Skipped) else len(item[0]) for item in batch]
-    return (torch.cat(images) if images else None), counts  # (sum K, C, H, W)
+    flat = [v for versions in images for v in versions]
+    return (pad_to_width(flat) if flat else None), counts  # (sum K, C, H, W)
 
 
 @dataclass(frozen=True)

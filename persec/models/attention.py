@@ -60,6 +60,13 @@ def _axis_windows(size: int, padded: int, window: int, shift: int, device) -> tu
     return ids.roll(-shift), (pos < size).roll(-shift)  # (padded,), (padded,)
 
 
+def _wrapped(size: int, shift: int, device) -> torch.Tensor:
+    """``(arange(size) + shift) % size`` for ``0 <= shift < size``, written without a
+    remainder by ``size`` (which may be symbolic under export). -> (size,) long."""
+    pos = torch.arange(size, device=device) + shift
+    return torch.where(pos >= size, pos - size, pos)
+
+
 @dataclass(frozen=True)
 class _Layout:
     """Where every token of an h×w map goes in the windows of one attention layer.
@@ -217,6 +224,8 @@ class WindowAttention2d(nn.Module):
 
     def _layout(self, h: int, w: int, device: torch.device) -> _Layout:
         """The window layout of an h×w map (cached per size and device)."""
+        if torch.compiler.is_exporting():  # symbolic sizes (a dynamic width): no cache
+            return self._build_layout(h, w, device)
         key = (h, w, str(device))
         if key not in self._layouts:
             self._layouts[key] = self._build_layout(h, w, device)
@@ -230,15 +239,19 @@ class WindowAttention2d(nn.Module):
         sw = ww // 2 if self.shift and wp > ww else 0
         # Slot (Y, X) of the rolled, padded grid holds map position ((Y+sh) % hp,
         # (X+sw) % wp), when that lies inside the map.
-        ys = (torch.arange(hp, device=device) + sh) % hp
-        xs = (torch.arange(wp, device=device) + sw) % wp
+        ys, xs = _wrapped(hp, sh, device), _wrapped(wp, sw, device)
         real = (ys[:, None] < h) & (xs[None, :] < w)  # (Hp, Wp)
         source = torch.where(real, ys[:, None] * w + xs[None, :], 0)  # (Hp, Wp)
         slots = _partition(source[None, :, :, None], wh, ww).reshape(-1)  # (nWin * N,)
         real = _partition(real[None, :, :, None], wh, ww).reshape(-1)
-        positions = torch.empty(h * w, dtype=torch.long, device=device)
-        positions[slots[real]] = torch.arange(slots.numel(), device=device)[real]
-        padded_or_shifted = hp > h or wp > w or sh or sw
+        # positions[slots[real]] = slot numbers, written as a scatter (padded slots go
+        # to a dropped extra entry) so that no shape depends on the data (export).
+        target = torch.where(real, slots, h * w)
+        slot_ids = torch.arange(slots.numel(), device=device)
+        positions = torch.zeros(h * w + 1, dtype=torch.long, device=device)
+        positions = positions.scatter(0, target, slot_ids)[: h * w]
+        # Under export the width may be symbolic: the mask is always built.
+        padded_or_shifted = torch.compiler.is_exporting() or hp > h or wp > w or sh or sw
         allowed = self._allowed(h, w, hp, wp, wh, ww, sh, sw) if padded_or_shifted else None
         return _Layout(wh, ww, (hp // wh) * (wp // ww), slots, positions, allowed)
 

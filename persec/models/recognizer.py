@@ -20,7 +20,7 @@ from persec.charset import STANDARD_CHARSET, Charset
 from persec.config import load_config_dict, to_dict
 from persec.decoding.settings import DECODING_FIELDS, greedy_decoding
 from persec.errors import PersecError
-from persec.image import ImageConfig, ToTensor, decode_image, to_tensor
+from persec.image import ImageConfig, ToTensor, decode_image, pad_to_width, to_tensor
 from persec.models.decoders.base import DecoderConfig, build_decoder
 from persec.models.encoders.base import EncoderConfig, build_encoder
 from persec.orientation import OrientedTransform, best_readings
@@ -92,7 +92,7 @@ def read_in_batches(
     out: list[tuple[str, float]] = []
     for start in range(0, len(images), batch_size):
         versions = [transform(as_pil_image(x)) for x in images[start : start + batch_size]]
-        batch = torch.cat(versions)  # (ΣK, C, H, W)
+        batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
         out.extend(best_readings(recognize(batch), [len(v) for v in versions]))
     return out
 

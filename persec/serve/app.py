@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from persec._version import __version__
 from persec.decoding.settings import describe_decoding
+from persec.image import pad_to_width
 from persec.inference.details import read_detailed
 from persec.models.recognizer import Recognizer
 from persec.serve.batcher import Batcher
@@ -74,7 +75,7 @@ def create_app(
     model.eval()
 
     def in_thread(images: list[torch.Tensor]) -> list:
-        return read_detailed(model, torch.stack(images), config.top_k)  # (B, C, H, W) in
+        return read_detailed(model, pad_to_width(images), config.top_k)  # (B, C, H, W) in
 
     work = work or in_thread
     code_pictures = CodePictures(config.codes) if config.codes else None

@@ -13,6 +13,7 @@ import threading
 
 import torch
 
+from persec.image import pad_to_width
 from persec.inference.details import DetailedReading, read_detailed
 
 
@@ -80,7 +81,7 @@ class ModelProcess:
         """Read preprocessed images (C, H, W) in the child, one batch at a time."""
         with self._lock:  # one batch in flight
             try:
-                self._conn.send(torch.stack(images).numpy())  # (B, C, H, W), plain bytes
+                self._conn.send(pad_to_width(images).numpy())  # (B, C, H, W), plain bytes
                 kind, payload = self._conn.recv()
             except (EOFError, OSError) as e:
                 raise RuntimeError(f"the model process is gone ({type(e).__name__})") from e

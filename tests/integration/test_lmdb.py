@@ -249,13 +249,17 @@ def test_skip_report_summary_merge_and_skip_kept():
     )
 
 
-def test_collate_stacks_tensors_lists_otherwise_and_handles_all_skipped():
+def test_collate_stacks_pads_widths_lists_otherwise_and_handles_all_skipped():
     a, b = torch.zeros(3, 4, 5), torch.ones(3, 4, 5)
     images, labels, skipped = collate_samples([(a, "x"), Skipped("missing file", "p"), (b, "y")])
     assert images.shape == (2, 3, 4, 5) and images[1].sum() == 60
     assert labels == ["x", "y"] and skipped == Counter({"missing file": 1})
+    # Widths differ (text lines): padded on the right to the widest.
     images, labels, _ = collate_samples([(a, None), (torch.zeros(3, 4, 6), None)])
-    assert isinstance(images, list) and labels == [None, None]
+    assert images.shape == (2, 3, 4, 6) and labels == [None, None]
+    assert (images[0, ..., 5] == images[0, ..., 4]).all()
+    images, _, _ = collate_samples([(a, None), (torch.zeros(3, 5, 5), None)])
+    assert isinstance(images, list)  # heights differ: not a batch
     assert collate_samples([Skipped(UNDECODABLE, "p")] * 2) == ([], [], Counter({UNDECODABLE: 2}))
 
 

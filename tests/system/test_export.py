@@ -182,7 +182,7 @@ def test_sidecar_and_read_match_the_model(exported, words):
     info = json.loads(sidecar_path(path).read_text())
     assert info["decoder"] == "ctc"
     assert info["charset"] == "".join(model.charset.chars)
-    assert info["image"] == {"height": 32, "width": 64, "channels": 3}
+    assert info["image"] == {"height": 32, "width": 64, "channels": 3, "keep_aspect": False}
     assert info["input"]["name"] == INPUT_NAME and info["output"]["name"] == OUTPUT_NAME
     assert info["decoding"] == {
         "beam_width": 0,

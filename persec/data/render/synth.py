@@ -33,6 +33,11 @@ def _homography(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
     return tuple(np.linalg.solve(np.asarray(rows), np.asarray(rhs)).tolist())
 
 
+def _draws(face: FontFace, ch: str) -> bool:
+    """Whether ``face`` draws ``ch`` (every face has a space: an advance, no glyph)."""
+    return ch == " " or ch in face.coverage
+
+
 class WordRenderer:
     """Renders labelled word images, deterministic in ``(seed, split, index)``.
 
@@ -105,15 +110,11 @@ class WordRenderer:
             fam = self._families[int(rng.integers(len(self._families)))]
             face = fam[int(rng.integers(len(fam)))]
             drawn = text.upper() if face.case == "upper" else text
-            if all(ch in face.coverage and ch in drawable for ch in drawn) and self.label(drawn):
+            if all(_draws(face, ch) and ch in drawable for ch in drawn) and self.label(drawn):
                 return drawn, face
         # Rare (punctuation few faces have): the first face that can draw the text.
         for face in self.fonts:
-            if (
-                face.case == "mixed"
-                and all(ch in face.coverage for ch in text)
-                and self.label(text)
-            ):
+            if face.case == "mixed" and all(_draws(face, ch) for ch in text) and self.label(text):
                 return text, face
         raise PersecError(f"no {self.split!r} font can draw {text!r}: use a smaller charset")
 
@@ -260,6 +261,15 @@ class WordRenderer:
                 draw.rectangle((0, y, w, y + lw - 1), fill=colour)
 
     # ------------------------------------------------------------------ main
+    def _rng(self, index: int) -> np.random.Generator:
+        ss = np.random.SeedSequence([self.seed, _SPLITS[self.split], int(index)])
+        return np.random.default_rng(ss)
+
+    def text(self, index: int) -> str:
+        """The label of sample ``index`` without drawing it: ``render(index)[1]``."""
+        text, _ = self._pick_text(self._rng(index))
+        return self.label(text)
+
     def render(self, index: int) -> tuple[Image.Image, str]:
         """Render sample ``index``: an RGB image and its label.
 
@@ -269,8 +279,7 @@ class WordRenderer:
         """
         c, H = self.config, self.config.height
         s = H / 32
-        ss = np.random.SeedSequence([self.seed, _SPLITS[self.split], int(index)])
-        rng = np.random.default_rng(ss)
+        rng = self._rng(index)
         text, face = self._pick_text(rng)
 
         d = 255 * rng.uniform(*c.contrast)

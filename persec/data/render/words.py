@@ -49,6 +49,9 @@ class WordConfig:
         p_mixed: weight of ``rAnDoM`` case.
         p_punctuation: chance to attach punctuation to a word (only characters the
             charset holds, e.g. with ``94_full``).
+        line_words: inclusive range of strings per sample, joined by one space: (1, 1)
+            renders single words; more renders text lines (the charset must hold the
+            space, and ``max_length`` cuts a line at a word boundary).
         filter_profanity: [ours] never render a slur or explicit profanity
             (:mod:`persec.data.render.blocklist`): such words leave the word list, and a
             random string that spells one is drawn again.
@@ -66,6 +69,7 @@ class WordConfig:
     p_title: float = 0.2
     p_mixed: float = 0.05
     p_punctuation: float = 0.1
+    line_words: tuple[int, int] = (1, 1)
     filter_profanity: bool = True
 
 
@@ -166,7 +170,15 @@ class WordSampler:
         cased = {v for ch in self.charset.chars for v in (ch, ch.lower(), ch.upper())}
         self.drawable = frozenset(
             ch for ch in cased if len(ch) == 1 and self.charset.normalize(ch) in self.charset
-        )
+        ) | ({" "} if self.charset.has_space else set())
+        lo, hi = c.line_words
+        if not 1 <= lo <= hi:
+            raise PersecError(f"line_words must satisfy 1 <= lo <= hi, got {c.line_words}")
+        if hi > 1 and " " not in self.drawable:
+            raise PersecError(
+                "line_words renders text lines, whose words are separated by spaces, but "
+                "the charset has no space: use a charset file with a <space> line"
+            )
         self._affixes = [ch for ch in _AFFIXES if ch in self.drawable]
         self._brackets = [b for b in _BRACKETS if all(ch in self.drawable for ch in b)]
 
@@ -188,7 +200,20 @@ class WordSampler:
 
     def sample(self, rng: np.random.Generator) -> str:
         """One string: a cased word, a random string or a number (drawn again while
-        it spells a blocked word, with ``filter_profanity``)."""
+        it spells a blocked word, with ``filter_profanity``); with ``line_words``,
+        several of them joined by spaces."""
+        lo, hi = self.config.line_words
+        if hi == 1:
+            return self._word(rng)
+        line = self._word(rng)
+        for _ in range(int(rng.integers(lo, hi + 1)) - 1):
+            word = self._word(rng)
+            if len(line) + 1 + len(word) > self.max_length:
+                break
+            line = f"{line} {word}"
+        return line
+
+    def _word(self, rng: np.random.Generator) -> str:
         while True:
             text = self._draw(rng)
             if not (self.config.filter_profanity and is_blocked(text)):

@@ -1,0 +1,156 @@
+"""Text lines end to end (issue 30, item 3): width keys from headers and rendered text,
+a line model reading images of several widths (PyTorch and ONNX with a dynamic width),
+and `persec finetune` → `persec read` on rendered lines with width buckets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from factories import noise_image, write_gt_folder
+from PIL import Image
+from tiny import FINETUNE_TINY
+from torch.utils.data import ConcatDataset, Subset
+
+from persec.data.buckets import GLYPH_WIDTH, width_keys
+from persec.data.layouts import open_dataset
+from persec.data.render.config import SynthConfig
+from persec.data.render.dataset import SynthDataset
+from persec.data.render.words import WordConfig
+from persec.errors import PersecError
+from persec.image import ImageConfig
+from persec.inference.export import export_onnx, sidecar_path
+from persec.inference.onnx_runtime import OnnxRecognizer
+from persec.models.decoders.base import DecoderConfig
+from persec.models.encoders.base import EncoderConfig
+from persec.models.recognizer import Recognizer, RecognizerConfig
+
+LINE = ImageConfig(height=32, width=512, keep_aspect=True)
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789") + ["<space>"]
+
+
+@pytest.fixture(scope="module")
+def charset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("charset") / "lines.txt"
+    path.write_text("\n".join(CHARS) + "\n")
+    return path
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    noise_image(width, height).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_width_keys_read_headers_and_rendered_text(tmp_path, charset):
+    write_gt_folder(tmp_path / "gt", [(_png(300, 60), "a b"), (_png(90, 30), "c"), (b"", "d")])
+    folder = open_dataset(tmp_path / "gt", charset=str(charset))
+    keys = width_keys(folder, LINE)
+    assert keys.tolist()[:2] == [160, 96]  # 300 px at 60 high -> 160 at 32; 90 at 30 -> 96
+    synth = SynthDataset(
+        5,
+        SynthConfig(
+            charset=str(charset), width=None, max_length=60, words=WordConfig(line_words=(2, 5))
+        ),
+        seed=3,
+    )
+    texts = [synth[i][1] for i in range(5)]
+    assert width_keys(synth, LINE).tolist() == [
+        min(512, round(len(t) * GLYPH_WIDTH * 32)) for t in texts
+    ]
+    both = width_keys(ConcatDataset([Subset(folder, [1, 0]), synth]), LINE)
+    assert both.tolist()[:2] == [96, 160] and len(both) == 7
+    with pytest.raises(PersecError, match="bucket_by_width"):
+        width_keys(list(range(3)), LINE)
+
+
+@pytest.fixture(scope="module")
+def line_model():
+    torch.manual_seed(0)
+    config = RecognizerConfig(
+        image=LINE,
+        encoder=EncoderConfig(name="resnet", size="tiny"),
+        decoder=DecoderConfig(name="ctc", lstm_layers=0),
+    )
+    return Recognizer(config).eval()
+
+
+def _line(width: int, seed: int) -> Image.Image:
+    return noise_image(width, 40, seed=seed)
+
+
+def test_line_model_reads_each_width_as_if_alone(line_model):
+    lines = [_line(w, i) for i, w in enumerate((30, 250, 700))]
+    x = [line_model.preprocess(im) for im in lines]
+    assert [t.shape[-1] for t in x] == [64, 200, 512]  # min width, kept aspect, capped
+    with torch.no_grad():
+        alone = [line_model(t[None])[0] for t in x]
+    assert [a.shape[0] for a in alone] == [16, 50, 128]  # one CTC frame per 4 px
+    together = line_model.read(lines)
+    assert [r[0] for r in together] == [line_model.decode(a[None])[0][0] for a in alone]
+
+
+def test_onnx_export_has_a_dynamic_width(tmp_path, line_model):
+    path = export_onnx(line_model, tmp_path / "line.onnx")
+    info = __import__("json").loads(sidecar_path(path).read_text())
+    assert info["input"]["shape"][-1] == "width" and info["image"]["keep_aspect"]
+    onnx = OnnxRecognizer(path, threads=1)
+    for i, width in enumerate((30, 250, 700, 1000)):
+        x = line_model.preprocess(_line(width, i))[None]
+        with torch.no_grad():
+            ref = line_model(x).numpy()
+        np.testing.assert_allclose(onnx(x), ref, atol=1e-4, rtol=0)
+    lines = [_line(w, i) for i, w in enumerate((120, 400))]
+    assert [t for t, _ in onnx.read(lines)] == [t for t, _ in line_model.read(lines)]
+
+
+def test_onnx_export_of_a_bilstm_line_model_explains_the_fixed_width(tmp_path):
+    config = RecognizerConfig(
+        image=LINE,
+        encoder=EncoderConfig(name="resnet", size="tiny", aggregators=False),
+        decoder=DecoderConfig(name="ctc", lstm_layers=1, hidden=16),
+    )
+    with pytest.raises(PersecError, match="lstm_layers=0"):
+        export_onnx(Recognizer(config).eval(), tmp_path / "lstm.onnx")
+
+
+def test_finetune_on_rendered_lines_then_read_a_line(run_cli, tmp_path, charset):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        [
+            "finetune",
+            *FINETUNE_TINY,
+            f"model.charset={charset}",
+            "model.image.keep_aspect=true",
+            "model.image.width=640",
+            "model.decoder.lstm_layers=0",
+            f"data.synth.charset={charset}",
+            "data.synth.width=null",
+            "data.synth.max_length=40",
+            "data.synth.words.line_words=[2,4]",
+            "data.synth_train=64",
+            "data.synth_val=16",
+            "data.max_label_length=0",
+            "data.bucket_by_width=true",
+            "data.bucket_pool=2",
+            "trainer.max_steps=6",
+            "trainer.val_every=6",
+            f"output_dir={run}",
+        ]
+    )
+    assert code == 0, err
+    line = SynthDataset(
+        1,
+        SynthConfig(
+            charset=str(charset), width=None, max_length=40, words=WordConfig(line_words=(4, 4))
+        ),
+        split="test",
+        seed=9,
+    )[0][0]
+    assert line.width > 4 * line.height  # a line, not a 4:1 word crop
+    line.save(tmp_path / "line.png")
+    code, out, err = run_cli(["read", "--model", str(run / "model"), str(tmp_path / "line.png")])
+    assert code == 0, err
+    assert "line.png" in out
