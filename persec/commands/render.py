@@ -1,11 +1,11 @@
-"""``persec render``: write N rendered word images and their labels to an LMDB."""
+"""``persec render``: write N rendered word (or line) images and their labels to an LMDB."""
 
 from __future__ import annotations
 
 import os
 
 from persec.commands.options import add_config_arguments, command_config
-from persec.data.render.config import HardSynthConfig, SynthConfig
+from persec.data.render.config import PRESETS
 from persec.data.render.synth import WordRenderer
 from persec.data.render.writer import render_lmdb
 from persec.errors import PersecError
@@ -38,8 +38,14 @@ def add_parser(subparsers) -> None:
         help="font split: test uses held-out font families (default train)",
     )
     parser.add_argument(
-        "--hard", action="store_true", help="hard preset: low contrast, blur, perspective, curves"
+        "--style",
+        choices=sorted(PRESETS),
+        default="print",
+        help="preset: print (default), hard (low contrast, blur, perspective, curves) or "
+        "handwriting (script fonts, slant, elastic strokes, ink on paper or binarized; "
+        "words and lines at their own width)",
     )
+    parser.add_argument("--hard", action="store_true", help="same as --style hard")
     parser.add_argument(
         "--workers",
         type=int,
@@ -56,7 +62,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Render ``--n`` images into ``--out`` and report images/s."""
-    schema = HardSynthConfig if args.hard else SynthConfig
+    schema = PRESETS["hard" if args.hard else args.style]
     config = command_config(schema, args)
     if config is None:
         return 0

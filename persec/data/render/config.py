@@ -60,6 +60,13 @@ class SynthConfig:
         p_lowres / lowres: downscale-then-upscale factor (soft, blocky low-res look).
         p_noise / noise: additive Gaussian noise sigma, on the 0..255 scale.
         p_jpeg / jpeg_quality: JPEG re-encoding quality.
+        style: ``print`` (every font) or ``handwriting`` (script and hand-lettering
+            families only, :mod:`persec.data.render.handwriting`).
+        p_elastic / elastic: smooth random displacement of the glyphs, as a fraction
+            of text height (handwriting).
+        p_thin / p_thick: chance of a pen one pixel thinner / thicker (handwriting).
+        p_binarize: chance of black-on-white binarization at the end (the look of
+            binarized archive scans such as George Washington's letters).
     """
 
     charset: str = "62_mixed"
@@ -108,6 +115,12 @@ class SynthConfig:
     noise: tuple[float, float] = (2.0, 8.0)
     p_jpeg: float = 0.25
     jpeg_quality: tuple[int, int] = (20, 90)
+    style: str = "print"
+    p_elastic: float = 0.0
+    elastic: float = 0.04
+    p_thin: float = 0.0
+    p_thick: float = 0.0
+    p_binarize: float = 0.0
 
 
 @dataclass
@@ -135,6 +148,59 @@ class HardSynthConfig(SynthConfig):
     jpeg_quality: tuple[int, int] = (15, 50)
 
 
+# Letters are running text: mostly lower and title case, few random strings.
+HANDWRITING_WORDS = WordConfig(
+    p_word=0.9, p_random=0.02, p_number=0.08, p_lower=0.7, p_upper=0.05, p_title=0.25, p_mixed=0.0
+)
+
+
+@dataclass
+class HandwritingSynthConfig(SynthConfig):
+    """The ``handwriting`` preset: script fonts, slant, a wobbling baseline, elastic
+    strokes, dark ink on light paper (half of it binarized), words and lines at their
+    own width; no outlines, shadows, gradients or sign clutter."""
+
+    style: str = "handwriting"
+    width: int | None = None
+    words: WordConfig = field(default_factory=lambda: dataclasses.replace(HANDWRITING_WORDS))
+    contrast: tuple[float, float] = (0.6, 0.95)
+    p_dark_text: float = 1.0
+    p_grey: float = 0.7
+    saturation: tuple[float, float] = (0.02, 0.12)
+    bg_flat: float = 0.6
+    bg_gradient: float = 0.1
+    bg_noise: float = 0.2
+    bg_texture: float = 0.1
+    p_bold: float = 0.0
+    p_outline: float = 0.0
+    p_shadow: float = 0.0
+    p_text_gradient: float = 0.0
+    p_clutter: float = 0.0
+    p_letter_spacing: float = 0.0
+    p_rotation: float = 0.5
+    rotation: float = 2.0
+    p_shear: float = 0.8
+    shear: float = 0.4
+    p_perspective: float = 0.1
+    perspective: float = 0.08
+    p_curve: float = 0.6
+    curve: float = 0.12
+    padding: tuple[float, float] = (0.05, 0.3)
+    p_shading: float = 0.15
+    p_blur: float = 0.25
+    p_lowres: float = 0.1
+    p_noise: float = 0.2
+    p_jpeg: float = 0.1
+    p_elastic: float = 0.6
+    p_thin: float = 0.15
+    p_thick: float = 0.3
+    p_binarize: float = 0.5
+
+
+PRESETS = {"print": SynthConfig, "hard": HardSynthConfig, "handwriting": HandwritingSynthConfig}
+"""``persec render --style`` → the config class whose defaults are that preset."""
+
+
 def check_config(c: SynthConfig) -> None:
     """Raise :class:`PersecError` naming the first out-of-range setting."""
     for f in dataclasses.fields(c):
@@ -147,5 +213,9 @@ def check_config(c: SynthConfig) -> None:
         raise PersecError(f"image size must be at least 8 px, got {c.height}x{c.width}")
     if c.contrast[1] > 1 or c.font_size[0] <= 0:
         raise PersecError("contrast must be within [0, 1] and font_size above 0")
+    if c.style not in ("print", "handwriting"):
+        raise PersecError(f"style must be 'print' or 'handwriting', got {c.style!r}")
+    if c.p_thin + c.p_thick > 1:
+        raise PersecError(f"p_thin + p_thick must be <= 1, got {c.p_thin} + {c.p_thick}")
     if c.max_stretch < 1:
         raise PersecError(f"max_stretch must be >= 1, got {c.max_stretch}")

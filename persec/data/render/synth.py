@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from persec.charset import Charset
 from persec.data.render.config import _SPLITS, SynthConfig, check_config
 from persec.data.render.fonts import FontFace, available_fonts, split_fonts
+from persec.data.render.handwriting import binarize, elastic, handwriting_faces, pen_width
 from persec.data.render.words import WordSampler
 from persec.errors import PersecError
 
@@ -67,6 +68,8 @@ class WordRenderer:
         self.words = WordSampler(c.words, drawn, c.max_length)
         if fonts is None:
             fonts = available_fonts(c.font_dirs, c.system_fonts)
+        if c.style == "handwriting":
+            fonts = handwriting_faces(fonts)
         self.fonts = split_fonts(fonts, split, c.test_font_fraction)
         if not self.fonts:
             raise PersecError(f"no fonts left for the {split!r} split: install more font families")
@@ -291,9 +294,14 @@ class WordRenderer:
         stroke = max(1, round(s)) if bold else 0
         masks, ink_h = self._text_masks(rng, text, face, stroke, outline)
 
+        hand = c.style == "handwriting"
+        if hand:
+            masks = pen_width(rng, masks, c.p_thin, c.p_thick)
         if rng.random() < c.p_curve:
             masks = self._curve(rng, masks, ink_h)
         masks = self._warp(rng, masks, ink_h)
+        if hand and rng.random() < c.p_elastic:
+            masks = elastic(rng, masks, c.elastic, ink_h)
         masks = [m.crop(masks[0].getbbox()) for m in masks]
         shadow = round(s * rng.uniform(1, 2.5)) if rng.random() < c.p_shadow else 0
         mw, mh = masks[0].size
@@ -332,7 +340,10 @@ class WordRenderer:
             im.paste(fill, (x, y), masks[-1])
         else:
             im.paste(fg, (x, y), masks[-1])
-        return self._degrade(rng, im), self.label(text)
+        im = self._degrade(rng, im)
+        if hand and rng.random() < c.p_binarize:
+            im = binarize(im)
+        return im, self.label(text)
 
     def _degrade(self, rng: np.random.Generator, im: Image.Image) -> Image.Image:
         """Resize to the output size, then camera-like losses."""

@@ -116,6 +116,7 @@ def render_lmdb(
         "seed": seed,
         "split": split,
         "hard": isinstance(config, HardSynthConfig),
+        "style": config.style,
         "format": fmt,
         "config": to_dict(config),
     }
