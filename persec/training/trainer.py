@@ -339,7 +339,7 @@ def _merge_metrics(old: Path, new: Path, out: Path) -> None:
             fields += [k for k in new_reader.fieldnames or [] if k not in fields]
     first = min((int(r["step"]) for r in new_rows if r.get("step")), default=None)
     kept = [r for r in old_rows if first is None or int(r.get("step") or 0) < first]
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -351,7 +351,8 @@ def _merge_metrics(old: Path, new: Path, out: Path) -> None:
 def kept_metrics(output_dir: Path, resume: bool) -> Iterator[None]:
     """Keep ``metrics.csv`` across ``--resume`` (Lightning's CSV logger starts a new
     file): the earlier rows wait in ``metrics-before-resume.csv`` and are merged back
-    when training ends, even if it ends with an error."""
+    when training ends, even if it ends with an error. ``resume`` is true only for the
+    process that keeps the file (global rank 0)."""
     metrics = output_dir / "metrics.csv"
     stash = output_dir / "metrics-before-resume.csv"
     if resume and metrics.is_file():
@@ -362,6 +363,8 @@ def kept_metrics(output_dir: Path, resume: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        if stash.is_file():
+        # Only the process that stashed merges: under DDP the other ranks see the stash
+        # too, and two merges into one file race.
+        if resume and stash.is_file():
             _merge_metrics(stash, metrics, metrics)
             stash.unlink()
