@@ -101,5 +101,6 @@ register_layout(
         is_root=is_cvl,
         open=_open_cvl,
         order=3,
+        parts="writer ids",
     )
 )

@@ -342,6 +342,7 @@ register_layout(
         is_root=lambda path: (path / GT_FILE).is_file(),
         open=_open_folder,
         order=0,
+        parts="image paths",
     )
 )
 register_layout(

@@ -19,7 +19,8 @@ Splits are lists supplied by the user, one id per line (form ids such as
 line or form is listed). The usual ones are the "IAM Aachen" split (train / validation
 / test lists of form ids) and the "Large Writer Independent Text Line Recognition Task"
 lists (``trainset.txt``, ``validationset1.txt``, ``validationset2.txt``, ``testset.txt``:
-line ids). Pass one as ``only`` (library) or convert the set first.
+line ids). Pass one as ``IAM_DIR:LIST.txt`` wherever a dataset path is taken, or as
+``only`` (library).
 """
 
 from __future__ import annotations
@@ -145,5 +146,6 @@ register_layout(
         is_root=lambda path: iam_kind(path) is not None,
         open=_open_iam,
         order=2,
+        parts="form, line or word ids",
     )
 )

@@ -31,6 +31,8 @@ class Layout:
         order: detection asks layouts in this order, lowest first (a folder with both a
             gt.txt and an LMDB under it is a gt.txt folder).
         labelled: whether it can carry labels (an image folder cannot: unlabelled only).
+        parts: what a split list names for ``DIR:PART`` (the reader's ``only``), e.g.
+            ``"image paths"``; empty when the layout has no parts.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Layout:
     open: Callable[..., Dataset]
     order: int
     labelled: bool = True
+    parts: str = ""
 
 
 LAYOUTS: Registry[Layout] = Registry("dataset layout")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from persec.charset import Charset
-from persec.data.dataset import GT_FILE
 from persec.data.layout_registry import LAYOUTS, Layout
 from persec.data.splits import parse_part, part_list, part_name, read_list
 from persec.errors import DataError
@@ -95,8 +94,7 @@ def open_dataset(
     """
     folder, part = parse_part(path)
     if part is not None:
-        if detect_layout(folder) != "folder":
-            raise DataError(f"{path}: parts ({part!r}) are read from gt.txt folders only")
+        _check_parts(path, folder)
         kwargs.setdefault("name", part_name(path))
         kwargs["only"] = read_list(part_list(folder, part))
         path = folder
@@ -104,6 +102,19 @@ def open_dataset(
     if not layout.labelled and not unlabelled:
         raise DataError(f"{path} holds no labelled dataset; {LAYOUTS_HELP}")
     return layout.open(path, charset=charset, unlabelled=unlabelled, transform=transform, **kwargs)
+
+
+def _check_parts(spec, folder: Path) -> None:
+    """Raise :class:`DataError` unless ``folder`` is a dataset whose layout has parts."""
+    if not folder.is_dir():
+        raise DataError(f"{spec}: {folder} is not a dataset folder")
+    layout = LAYOUTS[detect_layout(folder)]
+    if not layout.parts:
+        with_parts = ", ".join(x.name for x in _in_detection_order() if x.parts)
+        raise DataError(
+            f"{spec}: a {layout.name} dataset has no parts (DIR:PART reads the layouts "
+            f"{with_parts}, whose split lists name their samples)"
+        )
 
 
 # ---------------------------------------------------------------- evaluation
@@ -128,8 +139,7 @@ def find_datasets(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         folder, part = parse_part(path)
         if part is not None:  # one part of a split set: DIR:PART
-            if not (folder / GT_FILE).is_file():
-                raise DataError(f"{path}: {folder} is not a gt.txt dataset folder")
+            _check_parts(path, folder)
             part_list(folder, part)  # a mistyped part fails before any set is scored
             found.append(path)
             continue

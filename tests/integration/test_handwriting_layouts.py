@@ -94,3 +94,17 @@ def test_cvl_labels_from_file_names(tmp_path):
     assert data.report.counts[NOT_CVL_NAME] == 1
     writer_two = CvlDataset(top, only=["0002"])
     assert [writer_two.label(i) for i in range(len(writer_two))] == ["the"]
+
+
+def test_dir_part_reads_an_iam_split_list_file_and_refuses_layouts_without_parts(iam, tmp_path):
+    split = tmp_path / "testset.txt"
+    split.write_text("a02-004\n", encoding="utf-8")
+    part = open_dataset(f"{iam}:{split}")
+    assert [part.label(i) for i in range(len(part))] == ["Gaitskell", ","]
+    assert part.name == "IAM:testset"
+    lmdb = tmp_path / "db"
+    from factories import parseq_entries, png, write_raw_lmdb
+
+    write_raw_lmdb(lmdb, parseq_entries([(png(), "one")]))
+    with pytest.raises(DataError, match="has no parts.*folder, iam, cvl"):
+        open_dataset(f"{lmdb}:{split}")
