@@ -153,17 +153,22 @@ def min_width(config: ImageConfig) -> int:
 
 def pad_to_width(images: list[torch.Tensor], width: int | None = None) -> torch.Tensor:
     """Stack ``(C, H, W_i)`` tensors into ``(B, C, H, W)``, each padded on the right to
-    ``width`` (default: the widest) by repeating its last column, so padding reads as
-    background, never as a stroke."""
+    ``width`` (default: the widest) with its own per-channel median, the background of
+    a text image (ink covers less than half of it), so padding reads as paper.
+
+    A padded line reads almost, not exactly, as it does alone: the aggregators'
+    windows and a BiLSTM see the padding next to the last characters, and CTC reads
+    the padded frames (as blanks, in a trained model)."""
     width = width or max(x.shape[-1] for x in images)
-    return torch.stack(
-        [
-            x
-            if x.shape[-1] == width
-            else torch.cat([x, x[..., -1:].expand(*x.shape[:-1], width - x.shape[-1])], -1)
-            for x in images
-        ]
-    )
+    out = []
+    for x in images:
+        missing = width - x.shape[-1]
+        if missing:
+            background = x.flatten(1).median(dim=1).values  # (C,)
+            fill = background[:, None, None].expand(*x.shape[:-1], missing)
+            x = torch.cat([x, fill], -1)
+        out.append(x)
+    return torch.stack(out)
 
 
 def to_tensor(image: Image.Image, config: ImageConfig) -> torch.Tensor:

@@ -62,6 +62,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Render ``--n`` images into ``--out`` and report images/s."""
+    if args.hard and args.style not in ("print", "hard"):
+        raise PersecError(f"--hard and --style {args.style} contradict each other: give one")
     schema = PRESETS["hard" if args.hard else args.style]
     config = command_config(schema, args)
     if config is None:

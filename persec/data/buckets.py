@@ -27,7 +27,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from persec.data.render.dataset import SynthDataset
 from persec.errors import PersecError
-from persec.image import ImageConfig, input_width
+from persec.image import ACCEPTED_FORMATS, ImageConfig, input_width, min_width
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +39,47 @@ def width_keys(dataset: Dataset, image: ImageConfig) -> torch.Tensor:
     """Estimated model input width of every sample of ``dataset``.
 
     Returns:
-        ``(len(dataset),)`` int64 tensor, in pixels at ``image.height``. A sample whose
-        header cannot be read gets the widest key (it is skipped when read anyway).
+        ``(len(dataset),)`` int64 tensor, in pixels at ``image.height``, at least
+        :func:`~persec.image.min_width`. A sample whose header cannot be read gets the
+        widest key (it is skipped when read anyway).
 
     Raises:
         PersecError: a dataset kind whose widths cannot be known without decoding.
     """
+    keys = _keys(dataset, image, {})
+    return keys.clamp(min=min_width(image), max=image.width)
+
+
+def _keys(dataset: Dataset, image: ImageConfig, seen: dict[int, torch.Tensor]) -> torch.Tensor:
+    """:func:`width_keys` before clamping; ``seen`` memoises each dataset object (a
+    set repeated by ``data.train_repeat`` is sized once)."""
+    if id(dataset) in seen:
+        return seen[id(dataset)]
     if isinstance(dataset, Subset):
-        return width_keys(dataset.dataset, image)[torch.as_tensor(dataset.indices)]
-    if isinstance(dataset, ConcatDataset):
-        return torch.cat([width_keys(d, image) for d in dataset.datasets])
-    if isinstance(dataset, SynthDataset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.long)
+        keys = _keys(dataset.dataset, image, seen)[indices]
+    elif isinstance(dataset, ConcatDataset):
+        parts = [_keys(d, image, seen) for d in dataset.datasets]
+        keys = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    elif isinstance(dataset, SynthDataset):
         renderer = dataset.renderer
-        lengths = [len(renderer.text(i)) for i in range(len(dataset))]
-        per_char = GLYPH_WIDTH * image.height
-        return torch.tensor([min(image.width, round(n * per_char)) for n in lengths])
-    if hasattr(dataset, "read_bytes"):
-        return torch.tensor(
-            [_header_width(dataset.read_bytes(i), image) for i in range(len(dataset))]
+        if renderer.config.width is not None:  # every render has one size
+            size = (renderer.config.width, renderer.config.height)
+            keys = torch.full((len(dataset),), input_width(size, image), dtype=torch.long)
+        else:
+            per_char = GLYPH_WIDTH * image.height
+            widths = [round(len(renderer.text(i)) * per_char) for i in range(len(dataset))]
+            keys = torch.tensor(widths, dtype=torch.long)
+    elif hasattr(dataset, "read_bytes"):
+        widths = [_header_width(dataset.read_bytes(i), image) for i in range(len(dataset))]
+        keys = torch.tensor(widths, dtype=torch.long)
+    else:
+        raise PersecError(
+            f"data.bucket_by_width cannot size the samples of a {type(dataset).__name__} "
+            "without decoding them; turn it off for this data"
         )
-    raise PersecError(
-        f"data.bucket_by_width cannot size the samples of a {type(dataset).__name__} "
-        "without decoding them; turn it off for this data"
-    )
+    seen[id(dataset)] = keys
+    return keys
 
 
 def _header_width(data: bytes | None, image: ImageConfig) -> int:
@@ -69,7 +87,7 @@ def _header_width(data: bytes | None, image: ImageConfig) -> int:
     if not data:
         return image.width
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
             return input_width(im.size, image)
     except Exception:  # an unreadable sample is counted as skipped when it is read
         return image.width

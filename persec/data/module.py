@@ -191,6 +191,8 @@ class _ImageDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         keys, pool = None, 1
         if getattr(self.config, "bucket_by_width", False):
+            if self.config.bucket_pool < 1:
+                raise PersecError(f"data.bucket_pool must be >= 1, got {self.config.bucket_pool}")
             keys, pool = width_keys(self.train_set, self.image), self.config.bucket_pool
         sampler = ResumableSampler(
             len(self.train_set),

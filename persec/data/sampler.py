@@ -32,7 +32,8 @@ class ResumableSampler(Sampler[int]):
         seed: base seed of the per-epoch permutations.
         rank: this process's rank.
         world_size: number of ranks.
-        shuffle: permute each epoch (else read in order, the same every epoch).
+        shuffle: permute each epoch (else read in order, the same every epoch unless
+            ``keys`` regroup it).
         keys: ``(size,)`` width key per sample (:func:`persec.data.buckets.width_keys`)
             to group samples of similar width into batches (text lines), or None.
         pool_batches: with ``keys``, how many batches are sorted together

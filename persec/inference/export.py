@@ -125,7 +125,8 @@ def export_onnx(
         program = _to_onnx(ImagesToLogits(recognizer), recognizer.config.image, opset)
     finally:
         recognizer.train(was_training)
-    if recognizer.config.image.keep_aspect and _fixed_width(program):
+    image = recognizer.config.image
+    if image.keep_aspect and min_width(image) < image.width and _fixed_width(program):
         raise PersecError(_FIXED_WIDTH)
     program.save(str(out))
     info = {
@@ -182,8 +183,8 @@ def _to_onnx(graph: nn.Module, image: ImageConfig, opset: int):
     # batch 1 would be specialised
     example = torch.zeros(2, image.channels, image.height, image.width, device=device)
     axes = {0: torch.export.Dim("batch", min=1)}
-    if image.keep_aspect:  # text lines: any width up to image.width, in steps of 4
-        lo, hi = min_width(image) // WIDTH_MULTIPLE, image.width // WIDTH_MULTIPLE
+    lo, hi = min_width(image) // WIDTH_MULTIPLE, image.width // WIDTH_MULTIPLE
+    if image.keep_aspect and hi > lo:  # text lines: any width up to image.width, by 4
         steps = torch.export.Dim("width_steps", min=lo, max=hi)
         axes[3] = WIDTH_MULTIPLE * steps
         example = example[..., : max(lo, hi // 2) * WIDTH_MULTIPLE]

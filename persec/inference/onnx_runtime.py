@@ -188,8 +188,11 @@ def parity_images(model: Recognizer, inputs: list[str]) -> tuple[torch.Tensor, s
     if inputs:
         paths = list_images(inputs)
         return pad_to_width([model.preprocess(p) for p in paths]), "given images"
+    from persec.data.render.config import SynthConfig
     from persec.data.render.synth import WordRenderer  # font discovery only when rendering
 
-    renderer = WordRenderer(split="test", seed=0)
+    # A line model is checked at the rendered words' own widths (a dynamic width).
+    config = SynthConfig(width=None) if model.config.image.keep_aspect else None
+    renderer = WordRenderer(config, split="test", seed=0)
     crops = [renderer.render(i)[0] for i in range(CHECK_RENDERED)]
     return pad_to_width([model.preprocess(c) for c in crops]), "rendered images"

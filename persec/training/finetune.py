@@ -81,6 +81,22 @@ class FinetuneResult:
     seconds: float
 
 
+def check_label_cap(config: FinetuneConfig, model: Recognizer) -> None:
+    """Raise :class:`PersecError` when labels may be longer than an attention decoder
+    can write (``data.max_label_length`` 0 or above ``decoder.max_length``): the step
+    that met one would fail mid-training. CTC has no such limit."""
+    limit = getattr(model.decoder, "max_length", None)
+    if model.config.decoder.name != "attn" or limit is None:
+        return
+    cap = config.data.max_label_length
+    if cap == 0 or cap > limit:
+        raise PersecError(
+            f"data.max_label_length={cap} lets labels longer than the attention decoder's "
+            f"max_length={limit} through; set data.max_label_length <= {limit} or raise "
+            "model.decoder.max_length (text lines: use the CTC decoder)"
+        )
+
+
 def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> list[str]:
     """``model.*`` settings of a config that a saved model (``init_model``) overrides.
 
@@ -139,6 +155,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         config.model = model.config  # the saved architecture is the one trained (and recorded)
     else:
         model = Recognizer(config.model)
+    check_label_cap(config, model)
     if config.init_encoder:
         model.load_encoder(config.init_encoder)
     if config.trainer.compile:

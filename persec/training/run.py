@@ -63,7 +63,7 @@ def fit_run(
         save_config(config, out / "config.yaml")
     ckpt = resume_path(out, config.resume)
     start = time.time()
-    with kept_metrics(out, config.resume and trainer.is_global_zero):
+    with kept_metrics(out, config.resume, owner=trainer.is_global_zero):
         try:
             trainer.fit(system, datamodule=data, ckpt_path=ckpt, weights_only=True)
         except StopForRequeue as stop:

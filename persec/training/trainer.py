@@ -348,14 +348,16 @@ def _merge_metrics(old: Path, new: Path, out: Path) -> None:
 
 
 @contextmanager
-def kept_metrics(output_dir: Path, resume: bool) -> Iterator[None]:
+def kept_metrics(output_dir: Path, resume: bool, owner: bool = True) -> Iterator[None]:
     """Keep ``metrics.csv`` across ``--resume`` (Lightning's CSV logger starts a new
     file): the earlier rows wait in ``metrics-before-resume.csv`` and are merged back
-    when training ends, even if it ends with an error. ``resume`` is true only for the
-    process that keeps the file (global rank 0)."""
+    when training ends, even if it ends with an error. ``owner`` is the process that
+    keeps the file (global rank 0); on the other ranks nothing is touched."""
     metrics = output_dir / "metrics.csv"
     stash = output_dir / "metrics-before-resume.csv"
-    if resume and metrics.is_file():
+    if not resume and owner and stash.is_file():  # left by a killed run: not ours
+        stash.unlink()
+    if resume and owner and metrics.is_file():
         if stash.is_file():  # an earlier resume was killed before merging
             _merge_metrics(stash, metrics, stash)
         else:
@@ -365,6 +367,6 @@ def kept_metrics(output_dir: Path, resume: bool) -> Iterator[None]:
     finally:
         # Only the process that stashed merges: under DDP the other ranks see the stash
         # too, and two merges into one file race.
-        if resume and stash.is_file():
+        if resume and owner and stash.is_file():
             _merge_metrics(stash, metrics, metrics)
             stash.unlink()

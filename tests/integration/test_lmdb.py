@@ -257,7 +257,7 @@ def test_collate_stacks_pads_widths_lists_otherwise_and_handles_all_skipped():
     # Widths differ (text lines): padded on the right to the widest.
     images, labels, _ = collate_samples([(a, None), (torch.zeros(3, 4, 6), None)])
     assert images.shape == (2, 3, 4, 6) and labels == [None, None]
-    assert (images[0, ..., 5] == images[0, ..., 4]).all()
+    assert (images[0, ..., 5] == 0).all()  # a's background
     images, _, _ = collate_samples([(a, None), (torch.zeros(3, 5, 5), None)])
     assert isinstance(images, list)  # heights differ: not a batch
     assert collate_samples([Skipped(UNDECODABLE, "p")] * 2) == ([], [], Counter({UNDECODABLE: 2}))

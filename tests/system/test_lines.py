@@ -154,3 +154,25 @@ def test_finetune_on_rendered_lines_then_read_a_line(run_cli, tmp_path, charset)
     code, out, err = run_cli(["read", "--model", str(run / "model"), str(tmp_path / "line.png")])
     assert code == 0, err
     assert "line.png" in out
+
+
+def test_an_attention_decoder_refuses_uncapped_labels_before_training():
+    from persec.training.finetune import FinetuneConfig, check_label_cap
+
+    config = FinetuneConfig()
+    config.model.decoder = DecoderConfig(name="attn", d_model=32, heads=2, layers=1)
+    model = Recognizer(config.model)
+    check_label_cap(config, model)  # 25 <= 25
+    config.data.max_label_length = 0
+    with pytest.raises(PersecError, match="max_length=25"):
+        check_label_cap(config, model)
+
+
+def test_a_line_model_no_wider_than_its_minimum_exports_with_a_fixed_width(tmp_path):
+    config = RecognizerConfig(
+        image=ImageConfig(height=32, width=64, keep_aspect=True),
+        encoder=EncoderConfig(name="resnet", size="tiny", aggregators=False),
+        decoder=DecoderConfig(name="ctc", lstm_layers=0),
+    )
+    path = export_onnx(Recognizer(config).eval(), tmp_path / "narrow.onnx")
+    assert OnnxRecognizer(path, threads=1)(torch.zeros(1, 3, 32, 64)).shape == (1, 16, 37)

@@ -33,8 +33,16 @@ def test_resume_merges_rows_before_the_first_new_step(tmp_path):
 
 def test_a_rank_that_did_not_stash_leaves_the_stash_to_rank_zero(tmp_path):
     _write(tmp_path / "metrics-before-resume.csv", [1, 2])  # rank 0's stash
-    with kept_metrics(tmp_path, resume=False):  # rank 1
+    with kept_metrics(tmp_path, resume=True, owner=False):  # rank 1
         pass
     assert _steps(tmp_path / "metrics-before-resume.csv") == [1, 2]
     assert not (tmp_path / "metrics.csv").exists()
     assert not list(tmp_path.glob(".metrics.csv.tmp*"))
+
+
+def test_a_fresh_run_drops_a_stash_left_by_a_killed_resume(tmp_path):
+    _write(tmp_path / "metrics-before-resume.csv", [1, 2])
+    with kept_metrics(tmp_path, resume=False):
+        _write(tmp_path / "metrics.csv", [1])
+    assert not (tmp_path / "metrics-before-resume.csv").exists()
+    assert _steps(tmp_path / "metrics.csv") == [1]

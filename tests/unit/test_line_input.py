@@ -35,22 +35,23 @@ def test_to_tensor_keeps_aspect_and_pads_narrow_images_to_the_minimum():
     wide = to_tensor(Image.new("RGB", (400, 64), "white"), LINE)
     assert wide.shape == (3, 32, 200)
     narrow = Image.new("RGB", (10, 40), "white")
-    narrow.paste((0, 0, 0), (0, 0, 5, 40))  # left half black: the right edge is white
+    narrow.paste((0, 0, 0), (0, 0, 3, 40))  # a black stroke on white paper
     x = to_tensor(narrow, LINE)
     assert x.shape == (3, 32, min_width(LINE)) == (3, 32, 64)
-    assert (x[..., 8:] == 1.0).all()  # padded with the white right edge, not stretched
+    assert (x[..., 8:] == 1.0).all()  # padded with the (white) background, not stretched
     assert (x[..., 0] == -1.0).all()
 
 
-def test_pad_to_width_repeats_the_last_column():
-    a = torch.arange(6.0).view(1, 2, 3)  # (C, H, W)
-    b = torch.zeros(1, 2, 5)
-    batch = pad_to_width([a, b])
-    assert batch.shape == (2, 1, 2, 5)
-    assert torch.equal(batch[0, 0, :, 3:], torch.tensor([[2.0, 2.0], [5.0, 5.0]]))
-    assert torch.equal(batch[0, ..., :3], a)
-    assert torch.equal(batch[1], b)
-    assert pad_to_width([a], 7).shape == (1, 1, 2, 7)
+def test_pad_to_width_fills_with_each_images_background():
+    line = torch.ones(3, 4, 6)  # white paper ...
+    line[:, 1:3, 1:5] = -1.0  # ... with a black stroke that touches the right edge
+    line[0] = 0.5  # a tinted channel
+    other = torch.zeros(3, 4, 9)
+    batch = pad_to_width([line, other])
+    assert batch.shape == (2, 3, 4, 9)
+    assert torch.equal(batch[0, ..., :6], line) and torch.equal(batch[1], other)
+    assert (batch[0, 1:, :, 6:] == 1.0).all() and (batch[0, 0, :, 6:] == 0.5).all()
+    assert pad_to_width([line], 12).shape == (1, 3, 4, 12)
 
 
 def test_collate_pads_lines_of_different_widths():

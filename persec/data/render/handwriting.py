@@ -42,6 +42,10 @@ HANDWRITING_FAMILIES = frozenset(
 
 STYLES = ("print", "handwriting")
 
+MIN_CONTRAST = 24
+"""Grey levels between the mean ink and the mean paper below which :func:`binarize`
+leaves an image alone."""
+
 
 def handwriting_faces(fonts: list[FontFace]) -> list[FontFace]:
     """The faces of ``fonts`` in :data:`HANDWRITING_FAMILIES`.
@@ -112,9 +116,23 @@ def pen_width(rng: np.random.Generator, masks: list[Image.Image], p_thin: float,
 
 
 def binarize(im: Image.Image) -> Image.Image:
-    """Black ink on white paper, thresholded halfway between the image's darkest and
-    lightest luminance (the look of binarized archive scans). RGB in, RGB out."""
-    grey = np.asarray(im.convert("L"), dtype=np.float32)
-    lo, hi = np.percentile(grey, 1), np.percentile(grey, 99)
-    ink = grey < (lo + hi) / 2 if hi - lo >= 8 else np.zeros_like(grey, dtype=bool)
+    """Black ink on white paper, thresholded by Otsu's method (the look of binarized
+    archive scans). An image with too little contrast to tell ink from paper is
+    returned unchanged rather than blanked. RGB in, RGB out."""
+    grey = np.asarray(im.convert("L"))
+    counts = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    below = np.cumsum(counts)  # pixels at or below each threshold
+    mass = np.cumsum(counts * levels)
+    total, total_mass = below[-1], mass[-1]
+    above = total - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_dark = mass / below
+        mean_light = (total_mass - mass) / above
+        between = below * above * (mean_dark - mean_light) ** 2
+    between[~np.isfinite(between)] = -1.0
+    t = int(np.argmax(between))
+    if between[t] <= 0 or mean_light[t] - mean_dark[t] < MIN_CONTRAST:
+        return im
+    ink = grey <= t
     return Image.fromarray(np.where(ink, 0, 255).astype(np.uint8), "L").convert("RGB")
