@@ -233,7 +233,9 @@ class WindowAttention2d(nn.Module):
 
     def _build_layout(self, h: int, w: int, device: torch.device) -> _Layout:
         wh, ww = (h, w) if self.global_attention else self.window
-        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        # Ceil-division on non-negative operands only: under export the width is
+        # symbolic, and ONNX's integer Div truncates a negative quotient towards zero.
+        hp, wp = (h + wh - 1) // wh * wh, (w + ww - 1) // ww * ww
         # With a single window along an axis a roll would only cut that window in two.
         sh = wh // 2 if self.shift and hp > wh else 0
         sw = ww // 2 if self.shift and wp > ww else 0

@@ -21,6 +21,7 @@ from persec.errors import PersecError
 from persec.image import ImageConfig
 from persec.inference.export import export_onnx, sidecar_path
 from persec.inference.onnx_runtime import OnnxRecognizer
+from persec.models.aggregator import AggregatorConfig
 from persec.models.decoders.base import DecoderConfig
 from persec.models.encoders.base import EncoderConfig
 from persec.models.recognizer import Recognizer, RecognizerConfig
@@ -68,10 +69,15 @@ def test_width_keys_read_headers_and_rendered_text(tmp_path, charset):
 
 @pytest.fixture(scope="module")
 def line_model():
+    """A tiny line model whose W-MHSA aggregators change its output (not the identity
+    they start as), so their windows, padding and shifts are exercised at every width."""
     torch.manual_seed(0)
+    live = AggregatorConfig(identity_init=False)
     config = RecognizerConfig(
         image=LINE,
-        encoder=EncoderConfig(name="resnet", size="tiny"),
+        encoder=EncoderConfig(
+            name="resnet", size="tiny", stroke_aggregator=live, semantic_aggregator=live
+        ),
         decoder=DecoderConfig(name="ctc", lstm_layers=0),
     )
     return Recognizer(config).eval()
@@ -97,7 +103,10 @@ def test_onnx_export_has_a_dynamic_width(tmp_path, line_model):
     info = __import__("json").loads(sidecar_path(path).read_text())
     assert info["input"]["shape"][-1] == "width" and info["image"]["keep_aspect"]
     onnx = OnnxRecognizer(path, threads=1)
-    for i, width in enumerate((30, 250, 700, 1000)):
+    # At height 32 the 250 and 320 px lines (40 high) are 200 and 256 px: 50 and 64
+    # frames, padded to the stroke windows (4) or to the semantic ones (10) but not both;
+    # the export traced 320 px (80 frames), padded for neither.
+    for i, width in enumerate((30, 250, 320, 400, 700, 1000)):
         x = line_model.preprocess(_line(width, i))[None]
         with torch.no_grad():
             ref = line_model(x).numpy()
