@@ -45,7 +45,12 @@ def model_info(model: Recognizer) -> dict:
     return {
         "charset": "".join(model.charset.chars),
         "charset_size": len(model.charset),
-        "input": {"height": image.height, "width": image.width, "channels": image.channels},
+        "input": {
+            "height": image.height,
+            "width": image.width,  # the largest width when the aspect ratio is kept
+            "channels": image.channels,
+            "keep_aspect": image.keep_aspect,
+        },
         "decoder": model.config.decoder.name,
         "decoding": describe_decoding(model.config.decoder),
         "version": __version__,

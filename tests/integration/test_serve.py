@@ -110,7 +110,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(
 def test_model_description_examples_page_and_openapi(client, model):
     card = client.get("/v1/model").json()
     assert card["charset"] == "".join(model.charset.chars) and card["decoder"] == "ctc"
-    assert card["input"] == {"height": 32, "width": 128, "channels": 3}
+    assert card["input"] == {"height": 32, "width": 128, "channels": 3, "keep_aspect": False}
     assert card["version"] == persec.__version__
     assert client.get("/v1/examples").json() == ["ex.png"]
     assert client.get("/examples/ex.png").content == png(seed=9)
