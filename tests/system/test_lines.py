@@ -185,3 +185,24 @@ def test_a_line_model_no_wider_than_its_minimum_exports_with_a_fixed_width(tmp_p
     )
     path = export_onnx(Recognizer(config).eval(), tmp_path / "narrow.onnx")
     assert OnnxRecognizer(path, threads=1)(torch.zeros(1, 3, 32, 64)).shape == (1, 16, 37)
+
+
+def test_a_vit_attention_line_model_exports_with_a_dynamic_width(tmp_path):
+    """The other encoder and decoder families: a ViT encoder (its patch merges and
+    attention over a width that changes) and the attention decoder's fixed-length loop
+    over memory of any length."""
+    torch.manual_seed(1)
+    live = AggregatorConfig(identity_init=False)
+    config = RecognizerConfig(
+        image=LINE,
+        encoder=EncoderConfig(
+            name="vit", size="tiny", stroke_aggregator=live, semantic_aggregator=live
+        ),
+        decoder=DecoderConfig(name="attn", d_model=32, heads=2, layers=1),
+    )
+    model = Recognizer(config).eval()
+    onnx = OnnxRecognizer(export_onnx(model, tmp_path / "vit-attn.onnx"), threads=1)
+    for width in (64, 200, 512):
+        x = torch.rand(1, 3, 32, width, generator=torch.Generator().manual_seed(width)) * 2 - 1
+        with torch.no_grad():
+            np.testing.assert_allclose(onnx(x), model(x).numpy(), atol=1e-4, rtol=0)
