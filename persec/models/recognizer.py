@@ -87,14 +87,43 @@ def read_in_batches(
     (:func:`persec.orientation.best_readings`). ``recognize`` maps a batch
     (N, C, H, W) to its decoded readings; :meth:`Recognizer.read` and the ONNX
     reader (:class:`persec.inference.onnx_runtime.OnnxRecognizer`) share this loop.
+
+    A line model (``image.keep_aspect``) reads :data:`LINE_GROUP` batches' worth of
+    images at a time sorted by width, so each batch holds lines of similar width and
+    is padded little; the readings come back in the order given.
     """
     transform = OrientedTransform(ToTensor(image), orient)
     out: list[tuple[str, float]] = []
-    for start in range(0, len(images), batch_size):
-        versions = [transform(as_pil_image(x)) for x in images[start : start + batch_size]]
-        batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
-        out.extend(best_readings(recognize(batch), [len(v) for v in versions]))
+    chunk = batch_size * (LINE_GROUP if image.keep_aspect else 1)
+    for start in range(0, len(images), chunk):
+        versions = [transform(as_pil_image(x)) for x in images[start : start + chunk]]
+        flat = [v for vs in versions for v in vs]  # each (C, H, W_i)
+        if image.keep_aspect:
+            readings = _read_by_width(flat, recognize, batch_size)
+        else:
+            readings = recognize(pad_to_width(flat))  # (ΣK, C, H, W) in
+        out.extend(best_readings(readings, [len(v) for v in versions]))
     return out
+
+
+# Batches of lines sorted by width together in read_in_batches.
+LINE_GROUP = 8
+
+
+def _read_by_width(
+    flat: list[torch.Tensor],
+    recognize: Callable[[torch.Tensor], list[tuple[str, float]]],
+    batch_size: int,
+) -> list[tuple[str, float]]:
+    """Readings of ``flat`` (C, H, W_i) in its order, read in batches of similar width."""
+    order = sorted(range(len(flat)), key=lambda i: flat[i].shape[-1])
+    readings: list[tuple[str, float]] = [("", 0.0)] * len(flat)
+    for b in range(0, len(order), batch_size):
+        chosen = order[b : b + batch_size]
+        batch = pad_to_width([flat[i] for i in chosen])  # (N, C, H, W)
+        for i, reading in zip(chosen, recognize(batch), strict=True):
+            readings[i] = reading
+    return readings
 
 
 class Recognizer(nn.Module):

@@ -206,3 +206,20 @@ def test_a_vit_attention_line_model_exports_with_a_dynamic_width(tmp_path):
         x = torch.rand(1, 3, 32, width, generator=torch.Generator().manual_seed(width)) * 2 - 1
         with torch.no_grad():
             np.testing.assert_allclose(onnx(x), model(x).numpy(), atol=1e-4, rtol=0)
+
+
+def test_reading_lines_batches_them_by_width_and_keeps_the_order(line_model):
+    from persec.models.recognizer import read_in_batches
+
+    widths = [400, 80, 300, 90, 500, 85]  # at height 40: 320, 64, 240, 72, 400, 68 px
+    lines = [_line(w, i) for i, w in enumerate(widths)]
+    batch_widths: list[int] = []
+
+    def recognize(batch):  # (N, C, H, W) -> the batch's number, for every row
+        batch_widths.append(int(batch.shape[-1]))
+        return [(str(len(batch_widths)), 1.0)] * len(batch)
+
+    readings = read_in_batches(lines, LINE, recognize, batch_size=2)
+    assert batch_widths == [68, 240, 400]  # (64, 68), (72, 240), (320, 400): narrow first
+    assert [t for t, _ in readings] == ["3", "1", "2", "2", "3", "1"]  # order given
+    assert len(line_model.read(lines, batch_size=2)) == len(lines)
