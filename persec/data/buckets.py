@@ -12,14 +12,14 @@ so one batch mixes a 3-word line with a 12-word one unless the sampler groups th
 - ``Subset`` and ``ConcatDataset`` of those: their parts' keys.
 
 :class:`~persec.data.sampler.ResumableSampler` sorts pools of batches by these keys
-(``keys=``, :func:`~persec.data.sampler.bucketed_order`), so the order stays a pure function of ``(seed, epoch)`` and a resumed
-run reads exactly what the uninterrupted one would have.
+(``keys=``, :func:`~persec.data.sampler.bucketed_order`), so the order stays a pure
+function of ``(seed, epoch)`` and a resumed run reads exactly what the uninterrupted one
+would have.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 
 import torch
 from PIL import Image
@@ -28,8 +28,6 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from persec.data.render.dataset import SynthDataset
 from persec.errors import PersecError
 from persec.image import ACCEPTED_FORMATS, ImageConfig, input_width, min_width
-
-logger = logging.getLogger(__name__)
 
 GLYPH_WIDTH = 0.5
 """Typical advance of one rendered character, as a fraction of the line height."""
