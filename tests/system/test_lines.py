@@ -67,20 +67,24 @@ def test_width_keys_read_headers_and_rendered_text(tmp_path, charset):
         width_keys(list(range(3)), LINE)
 
 
-@pytest.fixture(scope="module")
-def line_model():
+def _live_line_model(encoder: str, decoder: DecoderConfig, seed: int) -> Recognizer:
     """A tiny line model whose W-MHSA aggregators change its output (not the identity
     they start as), so their windows, padding and shifts are exercised at every width."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     live = AggregatorConfig(identity_init=False)
     config = RecognizerConfig(
         image=LINE,
         encoder=EncoderConfig(
-            name="resnet", size="tiny", stroke_aggregator=live, semantic_aggregator=live
+            name=encoder, size="tiny", stroke_aggregator=live, semantic_aggregator=live
         ),
-        decoder=DecoderConfig(name="ctc", lstm_layers=0),
+        decoder=decoder,
     )
     return Recognizer(config).eval()
+
+
+@pytest.fixture(scope="module")
+def line_model():
+    return _live_line_model("resnet", DecoderConfig(name="ctc", lstm_layers=0), seed=0)
 
 
 def _line(width: int, seed: int) -> Image.Image:
@@ -191,16 +195,7 @@ def test_a_vit_attention_line_model_exports_with_a_dynamic_width(tmp_path):
     """The other encoder and decoder families: a ViT encoder (its patch merges and
     attention over a width that changes) and the attention decoder's fixed-length loop
     over memory of any length."""
-    torch.manual_seed(1)
-    live = AggregatorConfig(identity_init=False)
-    config = RecognizerConfig(
-        image=LINE,
-        encoder=EncoderConfig(
-            name="vit", size="tiny", stroke_aggregator=live, semantic_aggregator=live
-        ),
-        decoder=DecoderConfig(name="attn", d_model=32, heads=2, layers=1),
-    )
-    model = Recognizer(config).eval()
+    model = _live_line_model("vit", DecoderConfig(name="attn", d_model=32, heads=2, layers=1), 1)
     onnx = OnnxRecognizer(export_onnx(model, tmp_path / "vit-attn.onnx"), threads=1)
     for width in (64, 200, 512):
         x = torch.rand(1, 3, 32, width, generator=torch.Generator().manual_seed(width)) * 2 - 1
