@@ -15,6 +15,7 @@ from persec.data.augment import AugmentConfig
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
+from persec.training.encoder_tuning import EncoderTuningConfig
 from persec.training.run import fit_run, settle_resume
 from persec.training.systems import OptimConfig, RecognitionSystem
 from persec.training.trainer import TrainerConfig, compile_encoder, read_checkpoint_state, start_run
@@ -57,6 +58,8 @@ class FinetuneConfig:
         freeze_encoder: train only the decoder (decoder-evaluation protocol).
         resume: continue from ``output_dir/checkpoints/last.ckpt``.
         augment: on-device augmentation of training batches (off by default).
+        encoder_tuning: the encoder's learning-rate scale and frozen first steps [ours]
+            (off by default).
     """
 
     model: RecognizerConfig = field(default_factory=RecognizerConfig)
@@ -69,6 +72,7 @@ class FinetuneConfig:
     freeze_encoder: bool = False
     resume: bool = False
     augment: TrainAugmentConfig = field(default_factory=TrainAugmentConfig)
+    encoder_tuning: EncoderTuningConfig = field(default_factory=EncoderTuningConfig)
 
 
 @dataclass
@@ -140,6 +144,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         raise PersecError(
             "init_model and init_encoder exclude each other: a saved model already holds an encoder"
         )
+    config.encoder_tuning.check(config.trainer.devices * config.trainer.num_nodes)
     start_run(config.trainer)
     if config.init_model:
         model = Recognizer.load(config.init_model)
@@ -175,6 +180,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         config.freeze_encoder,
         config.trainer.max_nonfinite,
         augment=config.augment if config.augment.enabled else None,
+        encoder_tuning=config.encoder_tuning,
     )
     monitor = "val/word_acc" if data.val_sets else None
     run = fit_run(config, system, data, monitor, callbacks)

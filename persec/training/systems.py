@@ -16,6 +16,11 @@ from persec.data.augment import augment as augment_images
 from persec.errors import PersecError
 from persec.metrics import DatasetScore, ScoreAccumulator
 from persec.models.recognizer import Recognizer
+from persec.training.encoder_tuning import (
+    EncoderTuningConfig,
+    encoder_param_groups,
+    set_encoder_trainable,
+)
 
 logger = logging.getLogger("persec")
 
@@ -58,11 +63,16 @@ def build_optimizer(params, config: OptimConfig, fused: bool = True) -> torch.op
     step of the shipped model where the fused kernel takes 4-7 ms
     (docs/throughput.md). Same update up to float rounding (~1e-8 after 20 steps).
     """
-    params = list(params)
+    params = list(params)  # tensors, or parameter groups (dicts with "params")
+    tensors = (
+        [t for g in params for t in g["params"]]
+        if params and isinstance(params[0], dict)
+        else params
+    )
     fused = (
         fused
-        and bool(params)
-        and all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in params)
+        and bool(tensors)
+        and all(p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in tensors)
     )
     kwargs = {"lr": config.lr, "weight_decay": config.weight_decay, "fused": fused or None}
     if config.name == "sgd":
@@ -90,9 +100,13 @@ def lr_factor(step: int, total: int, config: OptimConfig) -> float:
 
 def optimizer_and_schedule(params, config: OptimConfig, max_steps: int, fused: bool = True) -> dict:
     """Lightning's ``configure_optimizers`` answer: the optimiser over the trainable
-    ``params`` (``fused``: as :func:`build_optimizer`) and a per-step warm-up +
-    cosine/constant schedule."""
-    optimizer = build_optimizer([p for p in params if p.requires_grad], config, fused)
+    ``params`` (tensors, or parameter groups whose own ``lr`` the schedule scales;
+    ``fused``: as :func:`build_optimizer`) and a per-step warm-up + cosine/constant
+    schedule."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = [p for p in params if p.requires_grad]
+    optimizer = build_optimizer(params, config, fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, max_steps, config)
     )
@@ -192,6 +206,8 @@ class RecognitionSystem(_TrainingSystem):
         val_names: display names of the validation sets, in dataloader order.
         freeze_encoder: train the decoder only (decoder-evaluation protocol); the
             encoder is kept in eval mode so its BatchNorm statistics stay fixed.
+        encoder_tuning: the encoder's learning-rate scale and frozen first steps
+            [ours] (None: trained like the rest from the first step).
         max_nonfinite: consecutive NaN/Inf losses tolerated (each step is skipped).
         augment: augmentation applied to each training batch on its device (None = off);
             it draws from torch's global RNG, which checkpoints carry.
@@ -206,9 +222,11 @@ class RecognitionSystem(_TrainingSystem):
         freeze_encoder: bool = False,
         max_nonfinite: int = 20,
         augment: AugmentConfig | None = None,
+        encoder_tuning: EncoderTuningConfig | None = None,
     ):
         super().__init__(max_nonfinite)
         self.model = model
+        self.encoder_tuning = encoder_tuning or EncoderTuningConfig()
         self.optim = optim
         self.max_steps = max_steps
         self.val_names = val_names or []
@@ -218,11 +236,22 @@ class RecognitionSystem(_TrainingSystem):
             self.model.encoder.requires_grad_(False)
         self._scores: list[ScoreAccumulator] = []
 
+    def _encoder_frozen_now(self) -> bool:
+        return self.freeze_encoder or self.global_step < self.encoder_tuning.frozen_steps
+
     def _keep_encoder_frozen(self) -> None:
         # Lightning puts the whole module back in train mode at fit start and after
         # every validation; a frozen encoder must keep its BatchNorm statistics.
         if self.freeze_encoder:
             self.model.encoder.eval()
+        elif self.encoder_tuning.frozen_steps:
+            set_encoder_trainable(self.model.encoder, not self._encoder_frozen_now())
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Release an encoder whose frozen first steps (``encoder_tuning.frozen_steps``)
+        are over; the step count, not the batch, decides, so a resumed run agrees."""
+        if self.encoder_tuning.frozen_steps and not self.freeze_encoder:
+            self._keep_encoder_frozen()
 
     def on_train_start(self) -> None:
         """Put a frozen encoder back in eval mode as training starts."""
@@ -320,9 +349,14 @@ class RecognitionSystem(_TrainingSystem):
         ]
 
     def configure_optimizers(self):
-        """The optimiser and per-step schedule over the recognizer's trainable parameters."""
+        """The optimiser and per-step schedule over the recognizer's trainable parameters
+        (the encoder's at ``encoder_tuning.lr_scale`` times the rest's learning rate)."""
+        params = self.model.parameters()
+        tuning = self.encoder_tuning
+        if not self.freeze_encoder and (tuning.lr_scale != 1.0 or tuning.frozen_steps):
+            params = encoder_param_groups(self.model, self.optim.lr, tuning.lr_scale)
         return optimizer_and_schedule(
-            self.model.parameters(), self.optim, self.max_steps, self._fused_optimizer_ok()
+            params, self.optim, self.max_steps, self._fused_optimizer_ok()
         )
 
 
