@@ -123,3 +123,26 @@ def resolve_precision(requested: str, accelerator: str = "auto") -> tuple[str, s
     else:
         support = Bf16Support(False, f"bf16 is not chosen automatically on {accelerator!r}")
     return (BF16 if support.native else FP32), support.reason
+
+
+def cpu_model(default: str = "") -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``default`` where it is not there)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
+def describe_machine(requested: str = AUTO, accelerator: str = "auto") -> str:
+    """One line naming where a run trains and in what precision, for result records,
+    e.g. ``AMD EPYC, 2 threads, AVX2, 32-true, torch 2.13.0+cpu``."""
+    precision, _ = resolve_precision(requested, accelerator)
+    if _uses_cuda(accelerator):
+        device = torch.cuda.get_device_name()
+    else:
+        native = " + ".join(_cpu_bf16_instructions()) or torch.backends.cpu.get_cpu_capability()
+        device = f"{cpu_model(platform.machine())}, {torch.get_num_threads()} threads, {native}"
+    return f"{device}, {precision}, torch {torch.__version__}"

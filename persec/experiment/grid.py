@@ -37,6 +37,9 @@ class ExperimentConfig:
         report_dir: where ``results.csv``, ``results.md`` and the plots go (empty =
             ``output_dir``); lets a second grid (e.g. ablations) share the cells of a
             first one in the same ``output_dir`` without overwriting its reports.
+        archive_dir: where every finished cell's small files are copied (empty = not
+            kept), to be committed; a later run on a fresh machine restores the
+            fine-tunes and probes found there (:mod:`persec.experiment.archive`).
         pretrain_config: base ``persec pretrain`` config shared by every method.
         pretrain: overrides applied to it for every method (the shared budget: steps,
             minutes, data, seed).
@@ -81,6 +84,7 @@ class ExperimentConfig:
     name: str = "experiment"
     output_dir: str = "runs/experiments/experiment"
     report_dir: str = ""
+    archive_dir: str = ""
     pretrain_config: str = "configs/pretrain/cpu.yaml"
     pretrain: list[str] = field(default_factory=list)
     # Empty by default: YAML mappings merge into defaults, so a default grid here

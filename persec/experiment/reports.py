@@ -30,10 +30,11 @@ CSV_COLUMNS = [
     "pretrain_steps",
     "finetune_steps",
     "finetune_minutes",
+    "machine",
 ]
 
 
-def _pretrain_steps(cell: Cell | None) -> int | str:
+def pretrain_steps(cell: Cell | None) -> int | str:
     """Steps of the pretraining an encoder comes from (0: random init)."""
     if cell is None:
         return 0
@@ -47,6 +48,8 @@ def _pretrain_steps(cell: Cell | None) -> int | str:
             return 1 + max(step for step, _ in series.get("train/loss", []))
         except (PersecError, ValueError):
             return ""
+    if not cell.done:  # a fresh machine: its cells came from the archive
+        return cell.steps
     return read_done(cell)["steps"]
 
 
@@ -84,9 +87,10 @@ def collect_rows(cells: list[Cell]) -> list[dict]:
                     "one_minus_ned": _round(score.get("one_minus_ned")),
                     "cer": _round(score.get("cer"), 4),
                     "val_word_acc": _round(done.get("val_word_acc")),
-                    "pretrain_steps": _pretrain_steps(cell.pretrain),
+                    "pretrain_steps": done.get("pretrain_steps", pretrain_steps(cell.pretrain)),
                     "finetune_steps": done["steps"],
                     "finetune_minutes": round(done["minutes"], 2),
+                    "machine": done.get("machine", ""),
                 }
             )
     return rows

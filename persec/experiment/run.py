@@ -29,8 +29,16 @@ from pathlib import Path
 
 from persec.config import to_dict
 from persec.errors import ConfigError, PersecError
+from persec.experiment.archive import archive_cell, is_archived, restore_cells, still_needed
 from persec.experiment.grid import Cell, ExperimentConfig, encoder_config, plan, write_done
-from persec.experiment.reports import HELDOUT, PROBE_TEST, collect_rows, report_path, write_reports
+from persec.experiment.reports import (
+    HELDOUT,
+    PROBE_TEST,
+    collect_rows,
+    pretrain_steps,
+    report_path,
+    write_reports,
+)
 from persec.models.recognizer import ENCODER_WEIGHTS
 from persec.training.trainer import last_checkpoint
 
@@ -128,6 +136,16 @@ def _run_probe(cell: Cell, pretrain_config) -> dict:
     }
 
 
+def _machine(cell: Cell) -> str:
+    """Where the cell ran and in what precision (probes: the precision they choose)."""
+    from persec.precision import AUTO, describe_machine
+
+    trainer = getattr(cell.config, "trainer", None)
+    if trainer is None:
+        return describe_machine(AUTO, "cpu")
+    return describe_machine(trainer.precision, trainer.accelerator)
+
+
 def _label_count(cell: Cell) -> int:
     """Labelled images the fine-tune drew from (after the fraction)."""
     data = cell.config.data
@@ -184,6 +202,11 @@ def run_experiment(
     start = time.time()
     reports = report_path(config)
     cells = plan(config)
+    out = Path(config.output_dir)
+    if config.archive_dir and not dry_run:
+        restored = restore_cells(cells, out, config.archive_dir)
+        if restored:
+            say(f"{len(restored)} finished cell(s) restored from {config.archive_dir}")
     methods = {c.method for c in cells}
     unknown = sorted(set(only or []) - methods)
     if unknown:
@@ -194,6 +217,8 @@ def run_experiment(
     if dry_run:
         for cell in cells:
             state = "done" if cell.done else "to run"
+            if not cell.done and config.archive_dir and is_archived(cell, out, config.archive_dir):
+                state = "archived"
             print(f"{cell.label:<52} {state:<7} {cell.directory}")
         return ExperimentResult([], [], [c.label for c in cells if c.done], 0.0, reports)
     reports.mkdir(parents=True, exist_ok=True)
@@ -206,8 +231,13 @@ def run_experiment(
         if cell.done:
             say(f"{prefix}: cached ({cell.directory.name})")
             cached.append(cell.label)
+            if config.archive_dir and cell.kind in ("pretrain", "finetune", "probe"):
+                archive_cell(cell, out, config.archive_dir)  # one run before archive_dir
             continue
         if only and cell.method not in only:
+            continue
+        if cell.kind == "pretrain" and not still_needed(cell, cells):
+            say(f"{prefix}: not needed (every cell that starts from it is done)")
             continue
         if cell.pretrain is not None and not cell.pretrain.done:
             # A pretraining stopped by its time budget before this snapshot's step.
@@ -222,7 +252,11 @@ def run_experiment(
             payload = _run_probe(cell, base)
         else:
             payload = _run_finetune(cell, test_sets, config.eval_batch_size)
-        write_done(cell, payload)
+        if cell.kind != "pretrain":
+            payload["pretrain_steps"] = pretrain_steps(cell.pretrain)
+        write_done(cell, {**payload, "machine": _machine(cell)})
+        if config.archive_dir:
+            archive_cell(cell, out, config.archive_dir)
         ran.append(cell.label)
         say(
             f"{prefix}: done in {(time.time() - t0) / 60:.1f} min "

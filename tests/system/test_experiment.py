@@ -222,3 +222,49 @@ def test_bad_grids_fail_before_training(grid, change, message) -> None:
     bad = ExperimentConfig(**{**grid.__dict__, **change})
     with pytest.raises(ConfigError, match=message):
         plan(bad)
+
+
+def test_archive_carries_finished_cells_to_a_fresh_machine(grid, tmp_path, capsys) -> None:
+    """With ``archive_dir``, a run whose ``output_dir`` is gone (a fresh checkout)
+    restores every finished fine-tune, runs no pretraining whose cells are all done,
+    and reports the same rows; a cell missing from the archive runs again with the
+    pretraining it needs."""
+    import shutil
+
+    archive = tmp_path / "archive"
+    config = ExperimentConfig(
+        **{
+            **grid.__dict__,
+            "methods": {"scratch": [], "persec": []},
+            "protocols": ["semi"],
+            "archive_dir": str(archive),
+        }
+    )
+    first = run_experiment(config)
+    assert len(first.ran) == 3  # the pretraining and two fine-tunes
+    out = tmp_path / "exp"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["machine"] and "threads" in r["machine"] for r in rows)
+    archived = sorted(p.relative_to(archive).as_posix() for p in archive.rglob("done.json"))
+    assert len(archived) == 3 and archived[0].startswith("finetune/")
+    assert not list(archive.rglob("*.safetensors")) and not list(archive.rglob("*.ckpt"))
+
+    shutil.rmtree(out)  # a fresh machine: nothing under output_dir
+    second = run_experiment(config)
+    assert second.ran == []
+    assert "not needed" in capsys.readouterr().err
+    with open(out / "results.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+
+    shutil.rmtree(out)
+    persec_cell = next(archive.glob("finetune/persec-*"))
+    shutil.rmtree(persec_cell)
+    third = run_experiment(config)
+    assert third.ran == ["pretrain persec", "finetune persec ctc semi 0.5 seed 0"]
+    assert (persec_cell / "done.json").is_file()  # archived again
+
+    # Cells finished before an archive was named are archived by the next run.
+    later = ExperimentConfig(**{**config.__dict__, "archive_dir": str(tmp_path / "later")})
+    assert run_experiment(later).ran == []
+    assert len(list((tmp_path / "later").rglob("done.json"))) == 3
