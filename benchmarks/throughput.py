@@ -59,8 +59,8 @@ from persec.errors import PersecError  # noqa: E402
 from persec.models.recognizer import Recognizer  # noqa: E402
 from persec.precision import cpu_bf16_support, resolve_precision  # noqa: E402
 from persec.training.finetune import FinetuneConfig  # noqa: E402
+from persec.training.optim import build_optimizer  # noqa: E402
 from persec.training.pretrain import PretrainConfig, build_pretraining  # noqa: E402
-from persec.training.systems import build_optimizer  # noqa: E402
 from persec.training.trainer import keep_freed_memory  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "results" / "throughput"

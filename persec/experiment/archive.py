@@ -28,13 +28,17 @@ def _archived(cell: Cell, output_dir: Path, archive_dir: Path) -> Path:
     return archive_dir / cell.directory.relative_to(output_dir)
 
 
+def _copy_kept(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
 def archive_cell(cell: Cell, output_dir: str | Path, archive_dir: str | Path) -> Path:
     """Copy a finished cell's small files to the archive; returns the archived folder."""
     target = _archived(cell, Path(output_dir), Path(archive_dir))
-    target.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
-        if (cell.directory / name).is_file():
-            shutil.copy2(cell.directory / name, target / name)
+    _copy_kept(cell.directory, target)
     return target
 
 
@@ -51,11 +55,7 @@ def restore_cells(cells: list[Cell], output_dir: str | Path, archive_dir: str | 
     for cell in cells:
         if cell.done or not is_archived(cell, output_dir, archive_dir):
             continue
-        source = _archived(cell, Path(output_dir), Path(archive_dir))
-        cell.directory.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
-            if (source / name).is_file():
-                shutil.copy2(source / name, cell.directory / name)
+        _copy_kept(_archived(cell, Path(output_dir), Path(archive_dir)), cell.directory)
         restored.append(cell)
     return restored
 

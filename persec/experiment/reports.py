@@ -87,7 +87,11 @@ def collect_rows(cells: list[Cell]) -> list[dict]:
                     "one_minus_ned": _round(score.get("one_minus_ned")),
                     "cer": _round(score.get("cer"), 4),
                     "val_word_acc": _round(done.get("val_word_acc")),
-                    "pretrain_steps": done.get("pretrain_steps", pretrain_steps(cell.pretrain)),
+                    "pretrain_steps": (
+                        done["pretrain_steps"]
+                        if "pretrain_steps" in done
+                        else pretrain_steps(cell.pretrain)
+                    ),
                     "finetune_steps": done["steps"],
                     "finetune_minutes": round(done["minutes"], 2),
                     "machine": done.get("machine", ""),

@@ -231,8 +231,8 @@ def run_experiment(
         if cell.done:
             say(f"{prefix}: cached ({cell.directory.name})")
             cached.append(cell.label)
-            if config.archive_dir and cell.kind in ("pretrain", "finetune", "probe"):
-                archive_cell(cell, out, config.archive_dir)  # one run before archive_dir
+            if config.archive_dir:  # it may have finished before archive_dir was set
+                archive_cell(cell, out, config.archive_dir)
             continue
         if only and cell.method not in only:
             continue

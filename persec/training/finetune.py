@@ -16,8 +16,9 @@ from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
 from persec.training.encoder_tuning import EncoderTuningConfig
+from persec.training.optim import OptimConfig
 from persec.training.run import fit_run, settle_resume
-from persec.training.systems import OptimConfig, RecognitionSystem
+from persec.training.systems import RecognitionSystem
 from persec.training.trainer import TrainerConfig, compile_encoder, read_checkpoint_state, start_run
 
 logger = logging.getLogger("persec")

@@ -28,9 +28,10 @@ from persec.objectives.persec import PersecConfig, PersecObjective
 from persec.objectives.registry import OBJECTIVES, build_objective
 from persec.objectives.seqclr import SeqCLRConfig, SeqCLRObjective
 from persec.training.callbacks import EncoderSnapshots, ProbeAtValidation, snapshot_dir
+from persec.training.optim import OptimConfig
 from persec.training.probe import ProbeConfig
 from persec.training.run import fit_run, settle_resume
-from persec.training.systems import OptimConfig, PretrainSystem
+from persec.training.systems import PretrainSystem
 from persec.training.trainer import TrainerConfig, compile_encoder, start_run
 from persec.weights import load_state, read_json, read_safetensors, write_module
 

@@ -16,7 +16,7 @@ from tiny import FINETUNE_TINY
 from persec.data.module import label_subset
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
-from persec.training.systems import OptimConfig, lr_factor
+from persec.training.optim import OptimConfig, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_lr_schedule_warmup_then_cosine():
 def test_optimizer_is_fused_on_cpu_and_matches_the_loop(name):
     """build_optimizer picks torch's fused kernel on CPU; the updates are the ones
     of the per-parameter loop up to float rounding."""
-    from persec.training.systems import build_optimizer
+    from persec.training.optim import build_optimizer
 
     config = OptimConfig(name=name, lr=0.05, weight_decay=0.01)
     torch.manual_seed(0)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from tiny import tiny_recognizer
 
-from persec.training.systems import OptimConfig, RecognitionSystem
+from persec.training.optim import OptimConfig
+from persec.training.systems import RecognitionSystem
 
 
 @pytest.mark.parametrize(
