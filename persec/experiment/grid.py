@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persec.config import load_config, to_dict
+from persec.config import load_config
 from persec.errors import ConfigError
+from persec.experiment.keys import config_hash, key_json
 from persec.models.recognizer import ENCODER_CONFIG, ENCODER_WEIGHTS, read_encoder_config
 from persec.training.callbacks import snapshot_dir
 from persec.training.probe import ProbeConfig
@@ -170,17 +171,6 @@ def _is_snapshot(cell: Cell | None) -> bool:
     return cell is not None and cell.kind == "snapshot"
 
 
-def config_hash(config: Any, extra: str = "") -> str:
-    """Short stable hash of a resolved config (``output_dir``/``resume`` and the
-    progress bar excluded, since they do not change the result)."""
-    data = to_dict(config)
-    data.pop("output_dir", None)
-    data.pop("resume", None)
-    data.get("trainer", {}).pop("progress", None)
-    blob = json.dumps(data, sort_keys=True, default=str) + extra
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
 def check(config: ExperimentConfig) -> None:
     """Raise :class:`ConfigError` naming the first inconsistent setting."""
     if not config.methods and not config.encoders:
@@ -268,7 +258,7 @@ def plan(config: ExperimentConfig) -> list[Cell]:
             key = config_hash(
                 probe,
                 extra=_source_key(source)
-                + to_json(encoder_config(source, base_pretrain.model))
+                + key_json(encoder_config(source, base_pretrain.model))
                 + seed,
             )
             name = f"{method}-{_steps_tag(source)}{key}"
@@ -358,11 +348,6 @@ def write_done(cell: Cell, payload: dict) -> None:
 def read_done(cell: Cell) -> dict:
     """The results a finished cell wrote."""
     return json.loads((cell.directory / DONE).read_text())
-
-
-def to_json(value: Any) -> str:
-    """A config as canonical JSON (part of a cache key)."""
-    return json.dumps(to_dict(value), sort_keys=True, default=str)
 
 
 def _steps_tag(source: Cell | None) -> str:

@@ -31,6 +31,7 @@ from persec.config import to_dict
 from persec.errors import ConfigError, PersecError
 from persec.experiment.archive import archive_cell, is_archived, restore_cells, still_needed
 from persec.experiment.grid import Cell, ExperimentConfig, encoder_config, plan, write_done
+from persec.experiment.keys import stale_fields
 from persec.experiment.reports import (
     HELDOUT,
     PROBE_TEST,
@@ -182,6 +183,25 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
     return sets
 
 
+def check_cached(cells: list[Cell]) -> None:
+    """Raise :class:`ConfigError` when a finished cell recorded settings that differ
+    from those it would run with now (a default changed in code keeps its key), naming
+    each cell, setting and folder, so that stale results are never reported as new."""
+    stale = []
+    for cell in cells:
+        recorded = cell.directory / "config.yaml"
+        if cell.kind in ("pretrain", "finetune") and cell.done and recorded.is_file():
+            changed = stale_fields(cell.config, recorded)
+            if changed:
+                stale.append(f"{cell.label} ({cell.directory}): {'; '.join(changed)}")
+    if stale:
+        raise ConfigError(
+            "experiment: finished cells were run with other settings than the grid now "
+            "gives them (a default changed?); delete their folders (and their archived "
+            "copies) to run them again, or set the old values:\n  " + "\n  ".join(stale)
+        )
+
+
 def run_experiment(
     config: ExperimentConfig, dry_run: bool = False, only: list[str] | None = None
 ) -> ExperimentResult:
@@ -207,6 +227,7 @@ def run_experiment(
         restored = restore_cells(cells, out, config.archive_dir)
         if restored:
             say(f"{len(restored)} finished cell(s) restored from {config.archive_dir}")
+    check_cached(cells)
     methods = {c.method for c in cells}
     unknown = sorted(set(only or []) - methods)
     if unknown:

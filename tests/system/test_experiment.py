@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 
 from persec.errors import ConfigError
 from persec.experiment import ExperimentConfig, config_hash, plan, run_experiment
@@ -268,3 +269,13 @@ def test_archive_carries_finished_cells_to_a_fresh_machine(grid, tmp_path, capsy
     later = ExperimentConfig(**{**config.__dict__, "archive_dir": str(tmp_path / "later")})
     assert run_experiment(later).ran == []
     assert len(list((tmp_path / "later").rglob("done.json"))) == 3
+
+    # A finished cell whose recorded settings the grid no longer gives it (e.g. a
+    # default changed in code, which leaves its key alone) is named, never reused.
+    recorded = next(archive.glob("finetune/scratch-*")) / "config.yaml"
+    settings = yaml.safe_load(recorded.read_text())
+    settings["optim"]["lr"] *= 2
+    recorded.write_text(yaml.safe_dump(settings))
+    shutil.rmtree(out)
+    with pytest.raises(ConfigError, match=r"finetune scratch ctc semi 0.5 seed 0 .*optim\.lr"):
+        run_experiment(config)
