@@ -59,8 +59,9 @@ def run(args) -> int:
         return 0
     result = finetune(config)
     acc = (
-        f", best validation word accuracy {result.best_val_word_acc:.2f}%"
-        if result.best_val_word_acc is not None
+        f"; kept model (best validation {config.trainer.monitor}): word accuracy "
+        f"{result.best_val_word_acc:.2f}%, CER {result.best_val_cer:.2f}%"
+        if result.best_val_word_acc is not None and result.best_val_cer is not None
         else ""
     )
     print(

@@ -27,6 +27,7 @@ CSV_COLUMNS = [
     "one_minus_ned",
     "cer",
     "val_word_acc",
+    "val_cer",
     "pretrain_steps",
     "finetune_steps",
     "finetune_minutes",
@@ -87,6 +88,7 @@ def collect_rows(cells: list[Cell]) -> list[dict]:
                     "one_minus_ned": _round(score.get("one_minus_ned")),
                     "cer": _round(score.get("cer"), 4),
                     "val_word_acc": _round(done.get("val_word_acc")),
+                    "val_cer": _round(done.get("val_cer")),
                     "pretrain_steps": (
                         done["pretrain_steps"]
                         if "pretrain_steps" in done

@@ -87,6 +87,7 @@ def _run_finetune(cell: Cell, test_sets: list[Path], batch_size: int) -> dict:
         "steps": result.steps,
         "minutes": result.seconds / 60,
         "val_word_acc": result.best_val_word_acc,
+        "val_cer": result.best_val_cer,
         "labels": _label_count(cell),
         "tests": {
             name: {"samples": s.samples, "word_acc": s.word_acc, "one_minus_ned": s.one_minus_ned}

@@ -84,6 +84,27 @@ class FinetuneResult:
     best_val_word_acc: float | None
     steps: int
     seconds: float
+    best_val_cer: float | None = None
+
+
+# Metrics ``trainer.monitor`` may name, and whether higher or lower is better.
+MONITORS = {"word_acc": "max", "cer": "min"}
+
+
+def scores_at_best(metrics_csv: Path, monitor: str, mode: str) -> dict[str, float]:
+    """The validation metrics (``val/*`` columns) of ``metrics.csv``'s row where
+    ``monitor`` was best, the first such row as the checkpoint keeps it ({} without one)."""
+    import csv
+
+    if not metrics_csv.is_file():
+        return {}
+    with open(metrics_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(monitor)]
+    if not rows:
+        return {}
+    pick = max if mode == "max" else min
+    best = pick(rows, key=lambda r: float(r[monitor]))  # the first of equals
+    return {k: float(v) for k, v in best.items() if k.startswith("val/") and v}
 
 
 def check_label_cap(config: FinetuneConfig, model: Recognizer) -> None:
@@ -131,8 +152,8 @@ def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> li
 
 
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneResult:
-    """Train a recognizer and save the best (by validation word accuracy, else the
-    last) weights to ``output_dir/model/``.
+    """Train a recognizer and save the best (by the validation metric
+    ``trainer.monitor``, else the last) weights to ``output_dir/model/``.
 
     ``callbacks`` (Lightning callbacks) join persec's own. Under DDP every rank runs
     this function; only rank 0 writes the model.
@@ -146,6 +167,10 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
             "init_model and init_encoder exclude each other: a saved model already holds an encoder"
         )
     config.encoder_tuning.check(config.trainer.devices * config.trainer.num_nodes)
+    if config.trainer.monitor not in MONITORS:
+        raise PersecError(
+            f"trainer.monitor must be one of {', '.join(MONITORS)}, got {config.trainer.monitor!r}"
+        )
     start_run(config.trainer)
     if config.init_model:
         model = Recognizer.load(config.init_model)
@@ -183,17 +208,19 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
         augment=config.augment if config.augment.enabled else None,
         encoder_tuning=config.encoder_tuning,
     )
-    monitor = "val/word_acc" if data.val_sets else None
-    run = fit_run(config, system, data, monitor, callbacks)
+    mode = MONITORS[config.trainer.monitor]
+    monitor = f"val/{config.trainer.monitor}" if data.val_sets else None
+    run = fit_run(config, system, data, monitor, callbacks, mode=mode)
     trainer, checkpoint = run.trainer, run.checkpoint
     best = checkpoint.best_model_path
     if best:
         model.load_state_dict(read_checkpoint_state(best, prefix="model."))
     model_dir = model.save(out / "model") if trainer.is_global_zero else out / "model"
-    score = checkpoint.best_model_score
+    scores = scores_at_best(out / "metrics.csv", monitor, mode) if best else {}
     return FinetuneResult(
         model_dir=model_dir,
-        best_val_word_acc=float(score) if score is not None else None,
+        best_val_word_acc=scores.get("val/word_acc"),
         steps=trainer.global_step,
         seconds=run.seconds,
+        best_val_cer=scores.get("val/cer"),
     )

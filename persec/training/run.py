@@ -41,6 +41,7 @@ def fit_run(
     data: L.LightningDataModule,
     monitor: str | None = None,
     callbacks: list | None = None,
+    mode: str = "max",
 ) -> FitRun:
     """Fit ``system`` on ``data`` as ``config`` says, in ``config.output_dir``.
 
@@ -48,7 +49,8 @@ def fit_run(
     ``trainer``, ``optim.grad_clip``, ``output_dir`` and ``resume`` are read, and rank 0
     records it as ``config.yaml``. ``--resume`` continues from ``checkpoints/last.ckpt``
     (loaded ``weights_only``) and keeps the earlier ``metrics.csv`` rows. ``monitor``
-    names the metric the best checkpoint is chosen by (None: no best checkpoint).
+    names the metric the best checkpoint is chosen by (None: no best checkpoint),
+    ``mode`` whether higher (``max``) or lower (``min``) is better.
 
     Raises:
         PersecError: a resume without a checkpoint, or a fit that ran no step.
@@ -56,7 +58,12 @@ def fit_run(
     """
     out = Path(config.output_dir)
     trainer, checkpoint = build_trainer(
-        config.trainer, out, monitor, grad_clip=config.optim.grad_clip, callbacks=callbacks
+        config.trainer,
+        out,
+        monitor,
+        mode=mode,
+        grad_clip=config.optim.grad_clip,
+        callbacks=callbacks,
     )
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

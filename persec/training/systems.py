@@ -107,7 +107,8 @@ class RecognitionSystem(_TrainingSystem):
 
     Logs ``train/loss``, ``train/lr``, ``train/skipped`` and, per validation set,
     ``val/<name>/word_acc`` and ``val/<name>/cer`` plus the sample-weighted
-    ``val/word_acc`` used to select the best checkpoint. Under DDP each rank scores its
+    ``val/word_acc`` and the pooled ``val/cer`` (either selects the best checkpoint:
+    ``trainer.monitor``). Under DDP each rank scores its
     share of every set and the counts are summed over ranks before anything is logged.
 
     Args:
@@ -237,6 +238,11 @@ class RecognitionSystem(_TrainingSystem):
         total = sum(s.samples for s in scores)
         mean = sum(s.word_acc * s.samples for s in scores) / total
         self.log("val/word_acc", mean, prog_bar=True, add_dataloader_idx=False)
+        chars = sum(s.gt_chars for s in scores)
+        if chars:  # edits over every set's reference characters
+            self.log(
+                "val/cer", 100.0 * sum(s.edits for s in scores) / chars, add_dataloader_idx=False
+            )
 
     def _summed_over_ranks(self, scores: list[DatasetScore]) -> list[DatasetScore]:
         """Each set's raw totals added up over the DDP ranks (as they are on one)."""

@@ -16,6 +16,7 @@ from tiny import FINETUNE_TINY
 from persec.data.module import label_subset
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
+from persec.training.finetune import scores_at_best
 from persec.training.optim import OptimConfig, lr_factor
 
 
@@ -104,7 +105,7 @@ def _metrics(path):
 
 
 def test_tiny_model_learns_64_images(learned):
-    assert "best validation word accuracy 100.00%" in learned.stdout
+    assert "(best validation word_acc): word accuracy 100.00%" in learned.stdout
     model = Recognizer.load(learned.model)
     assert (learned.model / "model.safetensors").is_file()
     rows = _metrics(learned.run / "metrics.csv")
@@ -293,9 +294,11 @@ def test_init_model_goes_on_from_saved_weights(words, tmp_path, run_cli, caplog)
     assert len(err.strip().splitlines()) == 1
 
 
-def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, run_cli):
-    """lr 0: the validation accuracy never improves after the first validation, so
-    trainer.early_stop=2 ends the run at the third validation (step 3 of 50)."""
+@pytest.mark.parametrize("monitor", ["word_acc", "cer"])
+def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, run_cli, monitor):
+    """trainer.early_stop=2 ends the run two validations after the monitored metric's
+    last new best: with lr 0 the word accuracy never improves after the first
+    validation, so that run ends at the third (step 3 of 50)."""
     code, out, err = run_cli(
         [
             "finetune",
@@ -307,14 +310,46 @@ def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, r
             "trainer.max_steps=50",
             "trainer.val_every=1",
             "trainer.early_stop=2",
+            f"trainer.monitor={monitor}",
             f"output_dir={tmp_path / 'run'}",
         ]
     )
     assert code == 0, err
     rows = _metrics(tmp_path / "run" / "metrics.csv")
-    val_steps = [int(r["step"]) for r in rows if r.get("val/word_acc")]
-    assert val_steps == [0, 1, 2]  # Lightning logs validation at global_step - 1
+    values = [float(r[f"val/{monitor}"]) for r in rows if r.get(f"val/{monitor}")]
+    mode = "max" if monitor == "word_acc" else "min"
+    best = values.index(max(values) if mode == "max" else min(values))
+    # Stopped two validations after the last new best, long before step 50 (lr 0: the
+    # word accuracy stays 0; the CER moves only with BatchNorm's running statistics).
+    assert best == len(values) - 3 and len(values) < 20, values
+    if monitor == "word_acc":
+        assert len(values) == 3
+    # The run reports the scores of the validation it kept.
+    kept = scores_at_best(tmp_path / "run" / "metrics.csv", f"val/{monitor}", mode)
+    assert f"(best validation {monitor})" in out and f"CER {kept['val/cer']:.2f}%" in out
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_scores_at_best_reads_the_kept_row(tmp_path):
+    """The row a checkpoint keeps: the first best of the monitored column, in its mode."""
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "step,train/loss,val/word_acc,val/cer\n"
+        "0,5.0,,\n"
+        "249,,1.0,80.0\n"
+        "499,,3.0,60.0\n"
+        "749,,2.0,55.0\n"
+        "999,,3.0,55.0\n"
+    )
+    assert scores_at_best(path, "val/cer", "min") == {"val/word_acc": 2.0, "val/cer": 55.0}
+    assert scores_at_best(path, "val/word_acc", "max") == {"val/word_acc": 3.0, "val/cer": 60.0}
+    assert scores_at_best(tmp_path / "none.csv", "val/cer", "min") == {}
+
+
+def test_unknown_monitor_is_refused(tmp_path, run_cli):
+    args = ["finetune", *FINETUNE_TINY, "data.synth_train=16", "trainer.monitor=loss"]
+    code, _, err = run_cli([*args, f"output_dir={tmp_path}"])
+    assert code != 0 and "trainer.monitor must be one of word_acc, cer, got 'loss'" in err
 
 
 def test_negative_early_stop_is_refused(tmp_path, run_cli):
