@@ -88,6 +88,7 @@ class PerceiverOutput:
         chance: accuracy of random scores given the distinct distractors.
         code_ppl, prob_ppl: quantizer perplexities over the masked positions.
         temperature: Gumbel τ used.
+        code_agreement: share of target codes equal to the noise-free argmax.
         num_negatives: distractors per position (within + cross image).
         mask: the positions masked. # (B, H, W) or (B, T), bool
     """
@@ -100,6 +101,7 @@ class PerceiverOutput:
     code_ppl: torch.Tensor
     prob_ppl: torch.Tensor
     temperature: float
+    code_agreement: torch.Tensor
     num_negatives: int
     mask: torch.Tensor
 
@@ -220,6 +222,7 @@ class ContextPerceiver(nn.Module):
             code_ppl=quant.code_ppl,
             prob_ppl=quant.prob_ppl,
             temperature=quant.temperature,
+            code_agreement=quant.agreement,
             num_negatives=result.logits.size(-1) - 1,
             mask=mask,
         )

@@ -103,7 +103,7 @@ class PersecOutput:
         loss: Eqn. (4). # ()
         logs: ``{"stroke/contrastive": ..., "stroke/acc": ..., "semantic/prob_ppl": ...}``
             for each active level: contrastive, acc, chance, diversity, feature_penalty,
-            code_ppl, prob_ppl, temperature, negatives.
+            code_ppl, prob_ppl, temperature, code_agreement, negatives.
     """
 
     loss: torch.Tensor
@@ -262,6 +262,7 @@ class PersecObjective(nn.Module):
                     f"{name}/code_ppl": out.code_ppl.detach(),
                     f"{name}/prob_ppl": out.prob_ppl.detach(),
                     f"{name}/temperature": out.temperature,
+                    f"{name}/code_agreement": out.code_agreement.detach(),
                     f"{name}/negatives": float(out.num_negatives),
                 }
             )

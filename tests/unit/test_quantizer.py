@@ -45,8 +45,33 @@ def test_eval_picks_the_argmax_and_train_is_noisy() -> None:
     x = torch.randn(64, IN, generator=_gen())
     argmax = q.proj(x).view(64, G, V).argmax(-1)
     assert torch.equal(q.eval()(x).indices, argmax)
-    train = q.train()(x, generator=_gen(1)).indices
-    assert not torch.equal(train, argmax)  # Gumbel noise at τ = 2 changes some codes
+    assert float(q.eval()(x).agreement) == 1.0
+    out = q.train()(x, generator=_gen(1))
+    assert not torch.equal(out.indices, argmax)  # Gumbel noise at τ = 2 changes some codes
+    # agreement: the share of (position, group) codes the noise left alone.
+    assert float(out.agreement) == pytest.approx(float((out.indices == argmax).float().mean()))
+    mask = torch.arange(64) < 10  # over the masked positions only
+    part = q(x, mask=mask, generator=_gen(1))
+    expected = (part.indices[:10] == argmax[:10]).float().mean()
+    assert float(part.agreement) == pytest.approx(float(expected))
+
+
+def test_noise_free_training_picks_the_argmax_with_the_softmax_gradient() -> None:
+    q = _quantizer(noise=False).train()
+    x = torch.randn(64, IN, generator=_gen())
+    logits = q.proj(x).view(64, G, V)
+    out = q(x, generator=_gen(1))
+    assert torch.equal(out.indices, logits.argmax(-1)) and float(out.agreement) == 1.0
+    # Straight through: d(quantized)/d(logits) is that of softmax(logits / τ) times the
+    # codebook, as with noise, only without the noise.
+    weights = torch.randn(out.quantized.shape, generator=_gen(2))
+    (out.quantized * weights).sum().backward()
+    grad = q.proj.weight.grad.clone()
+    q.zero_grad()
+    soft = (q.proj(x).view(64, G, V) / q.temperature).softmax(-1)
+    expected = torch.einsum("mgv,gvd->mgd", soft, q.codebook).reshape(64, CODE)
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(grad, q.proj.weight.grad)
 
 
 def test_gumbel_noise_is_deterministic_under_a_seed() -> None:
