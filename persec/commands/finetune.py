@@ -58,10 +58,17 @@ def run(args) -> int:
     if config is None:
         return 0
     result = finetune(config)
+    scores = [
+        f"{name} {value:.2f}%"
+        for name, value in (
+            ("word accuracy", result.best_val_word_acc),
+            ("CER", result.best_val_cer),
+        )
+        if value is not None
+    ]
     acc = (
-        f"; kept model (best validation {config.trainer.monitor}): word accuracy "
-        f"{result.best_val_word_acc:.2f}%, CER {result.best_val_cer:.2f}%"
-        if result.best_val_word_acc is not None and result.best_val_cer is not None
+        f"; kept model (best validation {config.trainer.monitor}): {', '.join(scores)}"
+        if scores
         else ""
     )
     print(

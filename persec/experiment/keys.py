@@ -58,7 +58,7 @@ _MISSING = object()
 
 def changed_fields(config: Any) -> dict:
     """The settings of a config dataclass that differ from its class's defaults, as a
-    nested dict (a plain dict is returned whole)."""
+    nested dict (an OmegaConf config, which has no class defaults, is returned whole)."""
     data = to_dict(config)
     if not dataclasses.is_dataclass(config):
         return data

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from persec.config import to_dict
+from persec.config import save_config, to_dict
 from persec.errors import ConfigError, PersecError
 from persec.experiment.archive import archive_cell, is_archived, restore_cells, still_needed
 from persec.experiment.grid import Cell, ExperimentConfig, encoder_config, plan, write_done
@@ -119,6 +119,7 @@ def _run_probe(cell: Cell, pretrain_config) -> dict:
     if source is not None:
         weights = source.directory / ENCODER_WEIGHTS
         load_state(encoder, read_safetensors(weights, "cpu"), "encoder")
+    save_config(cell.config, cell.directory / "config.yaml")  # checked by check_cached
     data = make_probe_set(cell.config, pretrain_config.data.synth, pretrain_config.image)
     precision, _ = resolve_precision(AUTO, "cpu")
     with torch.random.fork_rng():
@@ -184,22 +185,29 @@ def prepare_test_sets(config: ExperimentConfig) -> list[Path]:
     return sets
 
 
-def check_cached(cells: list[Cell]) -> None:
-    """Raise :class:`ConfigError` when a finished cell recorded settings that differ
-    from those it would run with now (a default changed in code keeps its key), naming
-    each cell, setting and folder, so that stale results are never reported as new."""
+def check_cached(cells: list[Cell], output_dir: Path, archive_dir: str = "") -> None:
+    """Raise :class:`ConfigError` when a cell's recorded settings (``config.yaml``, in
+    ``output_dir`` or in the archive) differ from those the grid now gives it: a
+    default changed in code keeps a cell's key, and its results (or a killed run's
+    checkpoint) must not be taken for the new settings'. Each cell, folder and setting
+    is named."""
     stale = []
     for cell in cells:
-        recorded = cell.directory / "config.yaml"
-        if cell.kind in ("pretrain", "finetune") and cell.done and recorded.is_file():
-            changed = stale_fields(cell.config, recorded)
+        if cell.kind not in ("pretrain", "finetune", "probe"):
+            continue
+        places = [cell.directory]
+        if archive_dir:  # a pretraining on a fresh machine: its dependents were restored
+            places.append(Path(archive_dir) / cell.directory.relative_to(output_dir))
+        for place in places:
+            recorded = place / "config.yaml"
+            changed = stale_fields(cell.config, recorded) if recorded.is_file() else []
             if changed:
-                stale.append(f"{cell.label} ({cell.directory}): {'; '.join(changed)}")
+                stale.append(f"{cell.label} ({place}): {'; '.join(changed)}")
     if stale:
         raise ConfigError(
-            "experiment: finished cells were run with other settings than the grid now "
-            "gives them (a default changed?); delete their folders (and their archived "
-            "copies) to run them again, or set the old values:\n  " + "\n  ".join(stale)
+            "experiment: cells were run with other settings than the grid now gives them "
+            "(a default changed?); delete their folders (and their archived copies) to "
+            "run them again, or set the old values:\n  " + "\n  ".join(stale)
         )
 
 
@@ -228,7 +236,7 @@ def run_experiment(
         restored = restore_cells(cells, out, config.archive_dir)
         if restored:
             say(f"{len(restored)} finished cell(s) restored from {config.archive_dir}")
-    check_cached(cells)
+    check_cached(cells, out, config.archive_dir)
     methods = {c.method for c in cells}
     unknown = sorted(set(only or []) - methods)
     if unknown:

@@ -103,7 +103,7 @@ class PersecOutput:
         loss: Eqn. (4). # ()
         logs: ``{"stroke/contrastive": ..., "stroke/acc": ..., "semantic/prob_ppl": ...}``
             for each active level: contrastive, acc, chance, diversity, feature_penalty,
-            code_ppl, prob_ppl, temperature, code_agreement, negatives.
+            code_ppl, prob_ppl, temperature, negatives, and in training code_agreement.
     """
 
     loss: torch.Tensor
@@ -262,10 +262,11 @@ class PersecObjective(nn.Module):
                     f"{name}/code_ppl": out.code_ppl.detach(),
                     f"{name}/prob_ppl": out.prob_ppl.detach(),
                     f"{name}/temperature": out.temperature,
-                    f"{name}/code_agreement": out.code_agreement.detach(),
                     f"{name}/negatives": float(out.num_negatives),
                 }
             )
+            if self.training:  # always 1 in eval, where codes are the argmax
+                logs[f"{name}/code_agreement"] = out.code_agreement.detach()
         return PersecOutput(loss=loss, logs=logs)
 
 

@@ -40,7 +40,8 @@ class QuantizerConfig:
             same straight-through softmax(logits/τ) gradient [ours]. When the logits'
             gaps are not far above the noise's scale (~1), sampled targets are mostly
             noise: after 500 CPU steps a sampled code equalled the argmax at 16%
-            (stroke) and 28% (semantic) of positions (docs/pretraining-diagnostics.md).
+            (stroke) and 30% (semantic) of positions; argmax targets did not help
+            there (docs/pretraining-diagnostics.md).
     """
 
     groups: int = 2

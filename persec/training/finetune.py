@@ -6,6 +6,7 @@ semi-supervised (label fraction) protocols.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,20 +92,21 @@ class FinetuneResult:
 MONITORS = {"word_acc": "max", "cer": "min"}
 
 
-def scores_at_best(metrics_csv: Path, monitor: str, mode: str) -> dict[str, float]:
-    """The validation metrics (``val/*`` columns) of ``metrics.csv``'s row where
-    ``monitor`` was best, the first such row as the checkpoint keeps it ({} without one)."""
+def scores_at_best(metrics_csv: Path, monitor: str, best: float) -> dict[str, float]:
+    """The validation metrics (``val/*`` columns) of ``metrics.csv``'s first row where
+    ``monitor`` reads ``best`` (the kept checkpoint's score: the checkpoint replaces its
+    best only on a strict improvement, so among equal scores it keeps the first); {}
+    when no row does."""
     import csv
 
     if not metrics_csv.is_file():
         return {}
     with open(metrics_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(monitor)]
-    if not rows:
-        return {}
-    pick = max if mode == "max" else min
-    best = pick(rows, key=lambda r: float(r[monitor]))  # the first of equals
-    return {k: float(v) for k, v in best.items() if k.startswith("val/") and v}
+        for row in csv.DictReader(f):
+            value = row.get(monitor)
+            if value and math.isclose(float(value), best, rel_tol=1e-6, abs_tol=1e-9):
+                return {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
+    return {}
 
 
 def check_label_cap(config: FinetuneConfig, model: Recognizer) -> None:
@@ -216,7 +218,10 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> FinetuneR
     if best:
         model.load_state_dict(read_checkpoint_state(best, prefix="model."))
     model_dir = model.save(out / "model") if trainer.is_global_zero else out / "model"
-    scores = scores_at_best(out / "metrics.csv", monitor, mode) if best else {}
+    score = checkpoint.best_model_score
+    scores = {}
+    if trainer.is_global_zero and monitor and score is not None:  # rank 0 writes the CSV
+        scores = scores_at_best(out / "metrics.csv", monitor, float(score))
     return FinetuneResult(
         model_dir=model_dir,
         best_val_word_acc=scores.get("val/word_acc"),

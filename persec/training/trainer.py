@@ -54,7 +54,7 @@ class TrainerConfig:
         compile: ``torch.compile`` each part of the encoder (stem, stages,
             aggregators) before training; weights and checkpoints are unchanged.
         early_stop: stop after this many validations in a row without a new best of
-            the monitored metric (fine-tuning: validation word accuracy); 0 = never.
+            the monitored metric (fine-tuning: ``monitor``); 0 = never.
             The best checkpoint is what the run keeps either way, and the learning-rate
             schedule still follows ``max_steps``.
         monitor: fine-tuning: the validation metric that picks the best checkpoint and

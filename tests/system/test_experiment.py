@@ -164,6 +164,9 @@ def test_seeds_snapshots_curve_and_probe(grid, tmp_path) -> None:
     for r in probes:
         assert r["test_set"] == "probe_heldout_fonts" and int(r["samples"]) == 8
         assert 0.0 <= float(r["cer"]) and int(r["labels"]) == 16
+    # Every probe records its settings, which a later run checks (check_cached).
+    probe_records = [c.directory / "config.yaml" for c in cells if c.kind == "probe"]
+    assert all(yaml.safe_load(p.read_text())["train_images"] == 16 for p in probe_records)
     snap = [r for r in rows if r["encoder"] == "snapshot" and r["protocol"] == "semi"]
     assert [(r["pretrain_steps"], r["seed"]) for r in snap] == [("1", "0")]
     table = (out / "results.md").read_text()
@@ -272,10 +275,21 @@ def test_archive_carries_finished_cells_to_a_fresh_machine(grid, tmp_path, capsy
 
     # A finished cell whose recorded settings the grid no longer gives it (e.g. a
     # default changed in code, which leaves its key alone) is named, never reused.
-    recorded = next(archive.glob("finetune/scratch-*")) / "config.yaml"
-    settings = yaml.safe_load(recorded.read_text())
-    settings["optim"]["lr"] *= 2
-    recorded.write_text(yaml.safe_dump(settings))
+    def double_lr(recorded):
+        settings = yaml.safe_load(recorded.read_text())
+        settings["optim"]["lr"] *= 2
+        recorded.write_text(yaml.safe_dump(settings))
+
+    finetune_record = next(archive.glob("finetune/scratch-*")) / "config.yaml"
+    kept = finetune_record.read_text()
+    double_lr(finetune_record)
     shutil.rmtree(out)
     with pytest.raises(ConfigError, match=r"finetune scratch ctc semi 0.5 seed 0 .*optim\.lr"):
+        run_experiment(config)
+    # So is a pretraining whose fine-tunes a fresh machine restored: it does not run
+    # there, so its archived record is what is checked.
+    finetune_record.write_text(kept)
+    double_lr(next(archive.glob("pretrain/persec-*")) / "config.yaml")
+    shutil.rmtree(out)
+    with pytest.raises(ConfigError, match=r"pretrain persec .*optim\.lr"):
         run_experiment(config)

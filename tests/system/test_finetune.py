@@ -325,13 +325,13 @@ def test_early_stop_ends_after_validations_without_a_new_best(words, tmp_path, r
     if monitor == "word_acc":
         assert len(values) == 3
     # The run reports the scores of the validation it kept.
-    kept = scores_at_best(tmp_path / "run" / "metrics.csv", f"val/{monitor}", mode)
+    kept = scores_at_best(tmp_path / "run" / "metrics.csv", f"val/{monitor}", values[best])
     assert f"(best validation {monitor})" in out and f"CER {kept['val/cer']:.2f}%" in out
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
 def test_scores_at_best_reads_the_kept_row(tmp_path):
-    """The row a checkpoint keeps: the first best of the monitored column, in its mode."""
+    """The row of the kept checkpoint's score: the first with that score."""
     path = tmp_path / "metrics.csv"
     path.write_text(
         "step,train/loss,val/word_acc,val/cer\n"
@@ -341,9 +341,10 @@ def test_scores_at_best_reads_the_kept_row(tmp_path):
         "749,,2.0,55.0\n"
         "999,,3.0,55.0\n"
     )
-    assert scores_at_best(path, "val/cer", "min") == {"val/word_acc": 2.0, "val/cer": 55.0}
-    assert scores_at_best(path, "val/word_acc", "max") == {"val/word_acc": 3.0, "val/cer": 60.0}
-    assert scores_at_best(tmp_path / "none.csv", "val/cer", "min") == {}
+    assert scores_at_best(path, "val/cer", 55.0) == {"val/word_acc": 2.0, "val/cer": 55.0}
+    assert scores_at_best(path, "val/word_acc", 3.0) == {"val/word_acc": 3.0, "val/cer": 60.0}
+    assert scores_at_best(path, "val/cer", 42.0) == {}
+    assert scores_at_best(tmp_path / "none.csv", "val/cer", 55.0) == {}
 
 
 def test_unknown_monitor_is_refused(tmp_path, run_cli):
