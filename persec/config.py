@@ -105,6 +105,18 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def leaves(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict (e.g. from :func:`to_dict`) as ``{"dotted.key": value}``, one entry
+    per non-dict value, each key behind ``prefix``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def save_config(config: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML (the form ``load_config`` reads back)."""
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

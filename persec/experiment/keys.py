@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from persec.config import to_dict
+from persec.config import leaves, to_dict
 
 AUTO = "auto"
 
@@ -77,22 +77,13 @@ def config_hash(config: Any, extra: str = "") -> str:
     return hashlib.sha256((key_json(config) + extra).encode()).hexdigest()[:10]
 
 
-def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix.rstrip("."): data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_leaves(value, f"{prefix}{key}."))
-    return out
-
-
 def stale_fields(config: Any, recorded: str | Path) -> list[str]:
     """``"key: recorded -> now"`` for each setting a cell recorded in its
     ``config.yaml`` that the config it would run with now sets differently (settings
     only one side has are skipped: fields added or removed since; so are settings
     ``auto`` now, which a run records as what it settled them to, e.g. the precision)."""
-    then = _leaves(_drop_ignored(yaml.safe_load(Path(recorded).read_text()) or {}))
-    now = _leaves(_drop_ignored(to_dict(config)))
+    then = leaves(_drop_ignored(yaml.safe_load(Path(recorded).read_text()) or {}))
+    now = leaves(_drop_ignored(to_dict(config)))
     return [
         f"{key}: {then[key]!r} -> {now[key]!r}"
         for key in sorted(then.keys() & now.keys())

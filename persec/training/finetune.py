@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persec.charset import Charset
-from persec.config import to_dict
+from persec.config import leaves, to_dict
 from persec.data.augment import AugmentConfig
 from persec.data.module import RecognitionDataConfig, RecognitionDataModule
 from persec.errors import PersecError
 from persec.models.recognizer import Recognizer, RecognizerConfig
+from persec.plots import read_metrics
 from persec.training.encoder_tuning import EncoderTuningConfig
 from persec.training.optim import OptimConfig
 from persec.training.run import fit_run, settle_resume
@@ -97,16 +98,22 @@ def scores_at_best(metrics_csv: Path, monitor: str, best: float) -> dict[str, fl
     ``monitor`` reads ``best`` (the kept checkpoint's score: the checkpoint replaces its
     best only on a strict improvement, so among equal scores it keeps the first); {}
     when no row does."""
-    import csv
-
-    if not metrics_csv.is_file():
+    try:
+        series = read_metrics(metrics_csv)
+    except PersecError:  # no file, or nothing logged
         return {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            value = row.get(monitor)
-            if value and math.isclose(float(value), best, rel_tol=1e-6, abs_tol=1e-9):
-                return {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
-    return {}
+    kept = [
+        s for s, v in series.get(monitor, []) if math.isclose(v, best, rel_tol=1e-6, abs_tol=1e-9)
+    ]
+    if not kept:
+        return {}
+    return {
+        key: value
+        for key, points in series.items()
+        if key.startswith("val/")
+        for step, value in points
+        if step == kept[0]
+    }
 
 
 def check_label_cap(config: FinetuneConfig, model: Recognizer) -> None:
@@ -136,16 +143,7 @@ def ignored_model_settings(requested: RecognizerConfig, saved: Recognizer) -> li
     if Charset.from_spec(want["charset"]).chars == saved.charset.chars:
         want["charset"] = have["charset"]
 
-    def leaves(d: dict, prefix: str = "model.") -> dict:
-        out = {}
-        for key, value in d.items():
-            if isinstance(value, dict):
-                out.update(leaves(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    want, have, default = leaves(want), leaves(have), leaves(default)
+    want, have, default = (leaves(d, "model.") for d in (want, have, default))
     return [
         f"{k}={want[k]!r} (saved: {have.get(k)!r})"
         for k in want
