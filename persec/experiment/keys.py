@@ -25,8 +25,10 @@ from persec.config import leaves, to_dict
 AUTO = "auto"
 
 # Settings that do not change what a cell computes (a fine-tune's encoder source is
-# keyed apart: its ``init_encoder`` path is set from it after the hash).
-IGNORED = ("output_dir", "resume", "trainer.progress", "init_encoder")
+# keyed apart: its ``init_encoder`` path is set from it after the hash; how often a
+# run writes the checkpoint it resumes from changes nothing it learns, since a resume
+# restores the random state too).
+IGNORED = ("output_dir", "resume", "trainer.progress", "trainer.checkpoint_every", "init_encoder")
 
 
 def _drop_ignored(data: dict) -> dict:
@@ -37,7 +39,22 @@ def _drop_ignored(data: dict) -> dict:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+            if not node and parents:  # a section left with no change is no change
+                _drop_empty(data, parents)
     return data
+
+
+def _drop_empty(data: dict, path: list[str]) -> None:
+    """Remove the empty dict at ``path`` and any parents it leaves empty."""
+    while path:
+        *parents, leaf = path
+        node = data
+        for key in parents:
+            node = node[key]
+        if node.get(leaf) != {}:
+            return
+        del node[leaf]
+        path = parents
 
 
 def _diff(data: dict, default: dict) -> dict:

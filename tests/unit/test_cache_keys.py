@@ -73,3 +73,19 @@ def test_settings_auto_now_match_what_a_run_settled(tmp_path) -> None:
     assert stale_fields(Trainer(precision="bf16-mixed"), recorded) == [
         "precision: '32-true' -> 'bf16-mixed'"
     ]
+
+
+def test_how_often_a_run_checkpoints_is_not_part_of_the_key(tmp_path) -> None:
+    """A grid may write resume points more often later (a slower machine) without
+    re-keying its finished cells or calling them stale."""
+    from persec.training.pretrain import PretrainConfig
+
+    a, b = PretrainConfig(), PretrainConfig()
+    b.trainer.checkpoint_every = 100
+    assert config_hash(a) == config_hash(b)
+    recorded = tmp_path / "config.yaml"
+    recorded.write_text(yaml.safe_dump({"trainer": {"checkpoint_every": 0, "max_steps": 7}}))
+    b.trainer.max_steps = 7
+    assert stale_fields(b, recorded) == []
+    b.trainer.max_steps = 8
+    assert stale_fields(b, recorded) == ["trainer.max_steps: 7 -> 8"]
