@@ -41,6 +41,9 @@ def run(args) -> int:
             parts.append(f"{level} acc {100 * acc:.1f}%")
             if ppl is not None:
                 parts[-1] += f", prob ppl {ppl:.0f}"
+    mse = result.final.get("val/pixel/mse")
+    if mse is not None:
+        parts.append(f"pixel mse {mse:.3f}")
     summary = f" (validation: {'; '.join(parts)})" if parts else ""
     print(
         f"pretrained {result.steps} steps in {result.seconds / 60:.1f} min{summary}; "

@@ -39,6 +39,7 @@ from persec.objectives.perceiver import (
     PerceiverOutput,
     grad_multiply,
 )
+from persec.objectives.pixels import PixelHead
 from persec.objectives.registry import register_objective
 
 LEVELS = ("both", "stroke", "semantic")
@@ -75,6 +76,12 @@ class PersecConfig:
             the encoder then learns through the context alone, and the feature
             penalty β has no effect [ours]. Either way BatchNorm's running statistics
             see both passes (the masked one too).
+        pixel_weight: weight of a pixel-reconstruction term (``mask_at=input`` and the
+            semantic level only): a linear head on the semantic context predicts the
+            hidden pixels of each masked frame (:mod:`persec.objectives.pixels`)
+            [ours: 0, off].
+        pixel_rows: the height the images are pooled to for that target [ours].
+        pixel_norm: standardise each frame's target pixels (MAE's norm_pix_loss) [ours].
     """
 
     levels: str = "both"
@@ -93,6 +100,9 @@ class PersecConfig:
     input_mask_value: float = 0.0
     target_shift: bool = False
     detach_targets: bool = False
+    pixel_weight: float = 0.0
+    pixel_rows: int = 32
+    pixel_norm: bool = True
 
 
 @dataclass
@@ -147,6 +157,16 @@ class PersecObjective(nn.Module):
             if cfg.levels in ("both", "semantic")
             else None
         )
+        self.pixels = None
+        if cfg.pixel_weight != 0.0:
+            if cfg.pixel_weight < 0 or cfg.pixel_rows < 1:
+                raise ValueError("persec.pixel_weight must be >= 0 and pixel_rows >= 1")
+            if cfg.mask_at != "input" or self.semantic is None:
+                raise ValueError(
+                    "persec.pixel_weight needs persec.mask_at=input and the semantic level "
+                    "(a masked feature's neighbours have seen its pixels)"
+                )
+            self.pixels = PixelHead(encoder.out_channels, encoder.in_channels * cfg.pixel_rows * 4)
         if cfg.mask_at == "input":  # the mask vectors go unused; DDP needs no such params
             for _, perceiver in self.perceivers():
                 perceiver.mask_embedding.requires_grad_(False)
@@ -168,12 +188,17 @@ class PersecObjective(nn.Module):
     ) -> PersecOutput:
         """Eqn. (4) on a batch of images ``(B, C, H, W)`` in [-1, 1]."""
         c = self.cfg
+        extra: dict[str, torch.Tensor] = {}
         outputs = (
-            self._input_masked(encoder, images, generator)
+            self._input_masked(encoder, images, generator, extra)
             if c.mask_at == "input"
             else self._feature_masked(encoder, images, generator)
         )
-        return self._total(outputs)
+        total = self._total(outputs)
+        if "pixel" in extra:
+            total.loss = total.loss + c.pixel_weight * extra["pixel"]
+            total.logs["pixel/mse"] = extra["pixel"].detach()
+        return total
 
     def _feature_masked(self, encoder, images, generator) -> dict[str, PerceiverOutput]:
         """Per level: mask the level's features, aggregate, contrast [paper]."""
@@ -188,15 +213,16 @@ class PersecObjective(nn.Module):
                 outputs[name] = perceiver(z, encoder.semantic_aggregator, generator=generator)
         return outputs
 
-    def _input_masked(self, encoder, images, generator) -> dict[str, PerceiverOutput]:
+    def _input_masked(self, encoder, images, generator, extra) -> dict[str, PerceiverOutput]:
         """Mask column spans of the image; context from the masked pass, targets from an
-        unmasked pass of the same encoder [ours]."""
+        unmasked pass of the same encoder [ours]. The pixel term, if on, goes into
+        ``extra["pixel"]``."""
         c = self.cfg
         frames = images.size(3) // 4  # T: one frame per 4 columns (both encoders)
         masked, mask = mask_columns(
             images, frames, c.input_mask_prob, c.input_mask_span, c.input_mask_value, generator
         )  # (B, C, H, W), (B, T)
-        shift = None
+        clean, shift = images, None
         if c.target_shift:  # frames, per image; the pixels move by shift·(W/T)
             where = generator.device if generator is not None else images.device
             shift = torch.randint(frames, (images.size(0),), generator=generator, device=where)
@@ -223,6 +249,8 @@ class PersecObjective(nn.Module):
         if self.semantic is not None:
             context = encoder.semantic_aggregator(encoder.encode_high(low_m))  # (B, T, C_h)
             outputs["semantic"] = self.semantic.score(high, context, mask, generator)
+            if self.pixels is not None:
+                extra["pixel"] = self.pixels.loss(context, clean, mask, c.pixel_rows, c.pixel_norm)
         return outputs
 
     def _total(self, outputs: dict[str, PerceiverOutput]) -> PersecOutput:
