@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from persec.commands.options import add_config_arguments, command_config
+from persec.errors import PersecError
 
 HELP = "run a label-efficiency experiment grid (pretrain, fine-tune, evaluate, report)"
 
@@ -33,6 +34,11 @@ def add_parser(subparsers) -> None:
         "need) this time, e.g. --only scratch,persec; the reports still hold every "
         "finished cell",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="run no cell: write the reports from the finished cells (local and archived)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,7 +50,9 @@ def run(args) -> int:
     if config is None:
         return 0
     only = [m for m in args.only.split(",") if m]
-    result = run_experiment(config, dry_run=args.dry_run, only=only)
+    if args.report and (args.dry_run or only):
+        raise PersecError("--report runs no cell; it takes neither --dry-run nor --only")
+    result = run_experiment(config, dry_run=args.dry_run, only=only, report_only=args.report)
     if not args.dry_run:
         print((result.report_dir / "results.md").read_text())
         print(format_summary(result))

@@ -212,7 +212,10 @@ def check_cached(cells: list[Cell], output_dir: Path, archive_dir: str = "") -> 
 
 
 def run_experiment(
-    config: ExperimentConfig, dry_run: bool = False, only: list[str] | None = None
+    config: ExperimentConfig,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    report_only: bool = False,
 ) -> ExperimentResult:
     """Run (or resume) every cell of the grid and write the reports.
 
@@ -221,6 +224,8 @@ def run_experiment(
         dry_run: plan and print the cells, train nothing.
         only: run only the cells of these methods (a grid split over sittings); the
             reports still hold every finished cell.
+        report_only: run no cell; write the reports from the finished ones (local and
+            archived), e.g. while another sitting's run of the grid is paused.
 
     Raises:
         ConfigError: ``only`` names a method the grid does not have.
@@ -253,7 +258,7 @@ def run_experiment(
         return ExperimentResult([], [], [c.label for c in cells if c.done], 0.0, reports)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "experiment.json").write_text(json.dumps(to_dict(config), indent=2))
-    test_sets = prepare_test_sets(config)
+    test_sets = [] if report_only else prepare_test_sets(config)
     base = load_config(PretrainConfig, config.pretrain_config, config.pretrain)
     ran, cached = [], []
     for i, cell in enumerate(cells, 1):
@@ -264,7 +269,7 @@ def run_experiment(
             if config.archive_dir:  # it may have finished before archive_dir was set
                 archive_cell(cell, out, config.archive_dir)
             continue
-        if only and cell.method not in only:
+        if report_only or (only and cell.method not in only):
             continue
         if cell.kind == "pretrain" and not still_needed(cell, cells):
             say(f"{prefix}: not needed (every cell that starts from it is done)")

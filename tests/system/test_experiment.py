@@ -84,6 +84,11 @@ def test_tiny_grid_runs_reports_and_caches(grid, tmp_path) -> None:
 
     # A cell killed before it finished (no done.json) is the only one run again.
     (next((out / "finetune").glob("persec-ctc-semi-*")) / "done.json").unlink()
+    # --report runs nothing and reports the finished cells only.
+    report = run_experiment(grid, report_only=True)
+    assert report.ran == [] and len(report.cached) == 7
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
     third = run_experiment(grid)
     assert third.ran == ["finetune persec ctc semi 0.5 seed 0"]
 
