@@ -1,19 +1,11 @@
-"""CTC prefix beam search, optionally fused with a character n-gram language model.
+"""The character n-gram language model that the CTC beam search
+(:mod:`persec.decoding.beam`) fuses with the recognizer's output.
 
 The language model is a word-level character n-gram: it scores a whole reading as one
 word, ``^ r e a d i n g $``, so it knows how English words start, continue and end.
 It is estimated from the most frequent ``wordfreq`` words (the list the renderer draws
 from, inside the wheel, so nothing is downloaded) by interpolated absolute discounting
-(Ney, Essen and Kneser 1994). Shallow fusion, as in Hannun et al. 2014, ranks a prefix
-``y`` by::
-
-    log p_ctc(y | x) + lm_weight * log p_lm(y) + length_bonus * |y|
-
-and adds ``lm_weight * log p_lm($ | y)`` (the word ends here) when the final reading is
-chosen. The confidence reported is ``p_ctc(y | x)``, summed over its alignments, so it
-stays comparable between decodings with and without the language model.
-
-Pure functions of the logits: the ONNX runtime wrapper decodes with the same code.
+(Ney, Essen and Kneser 1994).
 """
 
 from __future__ import annotations
@@ -23,9 +15,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-import torch
-
-from persec.charset import STANDARD_CHARSET, Charset, CTCTokenizer
+from persec.charset import STANDARD_CHARSET, Charset
 
 BOS = "^"  # pads the context before a word's first character
 EOS = "$"  # the word ends
@@ -124,144 +114,3 @@ def english_word_lm(words: int = 50_000, order: int = 6, discount: float = 0.75)
     charset = Charset.from_spec(STANDARD_CHARSET)
     vocab, _ = load_vocabulary("wordfreq", words, 1.0, charset, 25)
     return CharNgramLM(vocab, order=order, discount=discount, alphabet="".join(charset.chars))
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
-
-
-def ctc_beam_decode(
-    logits: torch.Tensor,
-    tokenizer: CTCTokenizer,
-    beam_width: int = 10,
-    lm: CharNgramLM | None = None,
-    lm_weight: float = 0.0,
-    length_bonus: float = 0.0,
-    min_log_prob: float = -8.0,
-) -> list[tuple[str, float]]:
-    """The best reading of each image by :func:`ctc_beam_search` (same arguments):
-    ``[(text, p_ctc(text))]``."""
-    found = ctc_beam_search(
-        logits, tokenizer, beam_width, lm, lm_weight, length_bonus, min_log_prob, top_k=1
-    )
-    return [readings[0] for readings in found]
-
-
-def ctc_beam_search(
-    logits: torch.Tensor,
-    tokenizer: CTCTokenizer,
-    beam_width: int = 10,
-    lm: CharNgramLM | None = None,
-    lm_weight: float = 0.0,
-    length_bonus: float = 0.0,
-    min_log_prob: float = -8.0,
-    top_k: int = 1,
-) -> list[list[tuple[str, float]]]:
-    """CTC prefix beam search with optional shallow fusion of a character LM.
-
-    Each frame extends every beam with the ``beam_width`` most likely characters whose
-    log-probability there is at least ``min_log_prob`` (a character that unlikely in a
-    frame practically never wins a beam, and skipping it keeps this pure-Python search
-    to 1-3 ms per crop).
-    Characters the LM does not know (e.g. punctuation, for a 36-character LM) are
-    scored by their lowercase form, or else as uniform over the LM's symbols.
-
-    Args:
-        logits: (B, T, N+1), class 0 the blank.
-        tokenizer: the charset's CTC tokenizer.
-        beam_width: prefixes kept per frame.
-        lm: the character LM, or None for plain prefix beam search.
-        lm_weight: the LM's weight in the ranking (0: LM unused).
-        length_bonus: added per character, against the LM's bias to short readings.
-        min_log_prob: per-frame pruning of characters (-8: p < 3.4e-4).
-        top_k: readings returned per image, best first (at most ``beam_width``).
-
-    Returns:
-        per image, its ``top_k`` best final beams as ``[(text, p_ctc(text))]``, ranked
-        by the fused score (the first is what :func:`ctc_beam_decode` returns).
-    """
-    if beam_width < 1 or top_k < 1:
-        raise ValueError(f"beam width and top_k must be >= 1, got {beam_width} and {top_k}")
-    chars = tokenizer.charset.chars
-    use_lm = lm is not None and lm_weight != 0.0
-    # Per class id: lm_ids, the LM symbol it is scored as (None: uniform), and lm_chars,
-    # its spelling in an LM history (that symbol, or else the character itself, which
-    # the LM never saw, so it backs off past it).
-    lm_ids: list[int | None] = [None] * (len(chars) + 1)
-    lm_chars = ["", *chars]
-    uniform = 0.0
-    if use_lm:
-        assert lm is not None
-        uniform = -math.log(len(lm.symbols))
-        lookup = {c: i for i, c in enumerate(lm.symbols[:-1])}
-        for i, c in enumerate(chars, start=1):
-            lm_ids[i] = lookup.get(c, lookup.get(c.lower()))
-            if lm_ids[i] is not None:
-                lm_chars[i] = lm.symbols[lm_ids[i]]
-    blank = CTCTokenizer.blank_id
-    log_probs = logits.detach().float().log_softmax(-1).cpu()
-    k = min(beam_width, log_probs.size(-1))
-    top_lp, top_id = log_probs.topk(k, dim=-1)
-    out = []
-    for lp_rows, cand_lps, cand_ids in zip(
-        log_probs.tolist(), top_lp.tolist(), top_id.tolist(), strict=True
-    ):
-        # prefix (class ids) -> [log p(prefix, ends in blank), log p(.., ends in a char),
-        #                        fused extra score (LM + length bonus so far), LM history]
-        beams: dict[tuple[int, ...], list] = {(): [0.0, -math.inf, 0.0, ""]}
-        for row, lps, ids in zip(lp_rows, cand_lps, cand_ids, strict=True):
-            cands = [
-                (c, lp) for c, lp in zip(ids, lps, strict=True) if c != blank and lp >= min_log_prob
-            ]
-            nxt: dict[tuple[int, ...], list] = {}
-            for prefix, (pb, pnb, extra, text) in beams.items():
-                total = _logaddexp(pb, pnb)
-                stay = nxt.get(prefix)
-                if stay is None:
-                    stay = nxt[prefix] = [-math.inf, -math.inf, extra, text]
-                stay[0] = _logaddexp(stay[0], total + row[blank])
-                if prefix:  # repeating the last character without a blank keeps the prefix
-                    stay[1] = _logaddexp(stay[1], pnb + row[prefix[-1]])
-                history = None
-                for c, lp in cands:
-                    key = (*prefix, c)
-                    ext = nxt.get(key)
-                    if ext is None:
-                        add = length_bonus
-                        if use_lm:
-                            assert lm is not None
-                            if history is None:
-                                history = lm.log_probs(text)
-                            j = lm_ids[c]
-                            add += lm_weight * (history[j] if j is not None else uniform)
-                        ext = nxt[key] = [-math.inf, -math.inf, extra + add, text + lm_chars[c]]
-                    # after the same character, only a blank-separated repeat is a new one
-                    src = pb if prefix and prefix[-1] == c else total
-                    ext[1] = _logaddexp(ext[1], src + lp)
-            if len(nxt) > beam_width:
-                ranked = sorted(
-                    nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]) + kv[1][2]
-                )
-                nxt = dict(ranked[-beam_width:])
-            beams = nxt
-
-        def final(item: tuple[tuple[int, ...], list]) -> float:
-            _, (pb, pnb, extra, text) = item
-            score = _logaddexp(pb, pnb) + extra
-            if use_lm:
-                assert lm is not None
-                score += lm_weight * lm.log_probs(text)[-1]  # the word ends here
-            return score
-
-        ranked = sorted(beams.items(), key=final, reverse=True)[:top_k]
-        out.append(
-            [
-                ("".join(chars[i - 1] for i in prefix), math.exp(_logaddexp(pb, pnb)))
-                for prefix, (pb, pnb, _, _) in ranked
-            ]
-        )
-    return out

@@ -15,8 +15,9 @@ from typing import Protocol, TypeVar
 import torch
 
 from persec.charset import CTCTokenizer
+from persec.decoding.beam import ctc_beam_decode
 from persec.decoding.greedy import ctc_greedy_decode
-from persec.decoding.lm import CharNgramLM, ctc_beam_decode, english_word_lm
+from persec.decoding.lm import CharNgramLM, english_word_lm
 
 
 class DecodingSettings(Protocol):
@@ -38,7 +39,7 @@ def decode_ctc(
 ) -> list[tuple[str, float]]:
     """CTC logits (B, T, N+1) → ``[(text, confidence)]`` as ``cfg`` says: greedy
     (:func:`ctc_greedy_decode`) when ``cfg.beam_width`` is 0, else
-    :func:`~persec.decoding.lm.ctc_beam_decode` with its language model, if any."""
+    :func:`~persec.decoding.beam.ctc_beam_decode` with its language model, if any."""
     if cfg.beam_width == 0:
         return ctc_greedy_decode(logits, tokenizer)
     return ctc_beam_decode(

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from persec.decoding.align import ctc_char_confidences
-from persec.decoding.lm import ctc_beam_search
+from persec.decoding.beam import ctc_beam_search
 from persec.decoding.settings import decoding_lm
 from persec.models.recognizer import Recognizer
 

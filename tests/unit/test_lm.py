@@ -14,7 +14,8 @@ import torch
 
 from persec.charset import Charset, CTCTokenizer
 from persec.decoding.align import ctc_char_confidences
-from persec.decoding.lm import CharNgramLM, ctc_beam_decode, ctc_beam_search, english_word_lm
+from persec.decoding.beam import ctc_beam_decode, ctc_beam_search
+from persec.decoding.lm import CharNgramLM, english_word_lm
 from persec.decoding.settings import check_decoding, decode_ctc, describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.tune_decoding import search_decoding

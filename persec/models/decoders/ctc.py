@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from persec.charset import Charset, CTCTokenizer
+from persec.decoding.beam import ctc_beam_decode
 from persec.decoding.greedy import ctc_greedy_decode
-from persec.decoding.lm import ctc_beam_decode
 from persec.decoding.settings import DECODING_FIELDS, decode_ctc, decoding_lm
 from persec.models.decoders.base import DecoderConfig, DecoderSpec, register_decoder
 from persec.precision import cpu_bf16_support
@@ -110,7 +110,7 @@ class CTCDecoder(nn.Module):
         """CTC prefix beam search (with this decoder's language model, if any);
         confidence = p(text), summed over its alignments.
 
-        Pure Python, a few ms per crop: meant for reading and evaluation, not for
+        Pure Python, under a millisecond per crop for a trained model: meant for reading and evaluation, not for
         training loops. ``logits``: (B, T, N+1).
         """
         return ctc_beam_decode(
