@@ -1,7 +1,7 @@
 """Choose a CTC model's beam-search and language-model settings on validation data.
 
 The encoder runs once; every setting of the grid then decodes the same logits
-(:func:`~persec.decoding.lm.ctc_beam_decode`), so the default 24-point grid on 500 crops
+(:func:`~persec.decoding.beam.ctc_beam_decode`), so the default 24-point grid on 500 crops
 takes about 20 s on 2 CPU cores, the model's pass included. The winner is the setting with the best word accuracy, then the best 1 - NED;
 on a tie the earlier one in the grid (weaker LM, smaller bonus) wins. Greedy decoding is
 always measured too, and kept when no setting beats it.

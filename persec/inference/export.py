@@ -9,7 +9,7 @@ logits without persec's PyTorch model.
 :class:`~persec.inference.onnx_runtime.OnnxRecognizer` is that reader, with
 persec's own preprocessing and the model's decoding: greedy, or for a CTC model saved
 with ``decoder.beam_width`` the same beam search and language model
-(:func:`~persec.decoding.lm.ctc_beam_decode`, a function of the logits).
+(:func:`~persec.decoding.beam.ctc_beam_decode`, a function of the logits).
 
 CTC exports emit per-frame logits (L = W/4). Attention exports run the greedy loop for
 all ``max_length + 1`` steps inside the graph (each decoder's ``export_forward``),

@@ -43,7 +43,7 @@ class DecoderConfig:
         max_length: longest label (characters, EOS excluded) the attention decoder
             reads or writes; CTC reads up to T = W/4 frames.
         beam_width: CTC only; 0 decodes greedily (best path), N >= 1 runs a prefix
-            beam search keeping N prefixes (:func:`~persec.decoding.lm.ctc_beam_decode`).
+            beam search keeping N prefixes (:func:`~persec.decoding.beam.ctc_beam_decode`).
         lm_weight: CTC beam search only; weight of the character language model of
             English words fused into the search (0: no language model).
         length_bonus: CTC beam search only; added to a prefix's score per character.
