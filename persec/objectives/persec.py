@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from persec.models.encoders.base import TextEncoder
+from persec.models.encoders.base import FRAME_STRIDE, TextEncoder
 from persec.objectives.masking import mask_columns, roll_columns
 from persec.objectives.perceiver import (
     ContextPerceiver,
@@ -166,7 +166,9 @@ class PersecObjective(nn.Module):
                     "persec.pixel_weight needs persec.mask_at=input and the semantic level "
                     "(a masked feature's neighbours have seen its pixels)"
                 )
-            self.pixels = PixelHead(encoder.out_channels, encoder.in_channels * cfg.pixel_rows * 4)
+            self.pixels = PixelHead(
+                encoder.out_channels, encoder.in_channels * cfg.pixel_rows * FRAME_STRIDE
+            )
         if cfg.mask_at == "input":  # the mask vectors go unused; DDP needs no such params
             for _, perceiver in self.perceivers():
                 perceiver.mask_embedding.requires_grad_(False)
@@ -218,7 +220,7 @@ class PersecObjective(nn.Module):
         unmasked pass of the same encoder [ours]. The pixel term, if on, goes into
         ``extra["pixel"]``."""
         c = self.cfg
-        frames = images.size(3) // 4  # T: one frame per 4 columns (both encoders)
+        frames = images.size(3) // FRAME_STRIDE  # T
         masked, mask = mask_columns(
             images, frames, c.input_mask_prob, c.input_mask_span, c.input_mask_value, generator
         )  # (B, C, H, W), (B, T)

@@ -29,6 +29,7 @@ from persec.data.render.config import SynthConfig
 from persec.data.render.dataset import SynthDataset
 from persec.image import ImageConfig, ToTensor
 from persec.metrics import ScoreAccumulator
+from persec.models.encoders.base import FRAME_STRIDE
 from persec.objectives.masking import apply_mask, mask_columns
 from persec.objectives.persec import PersecObjective
 
@@ -161,7 +162,7 @@ def _leak_contexts(encoder, objective, x, low, pre, generator) -> dict[str, tupl
     cfg = objective.cfg
     out = {}
     if cfg.mask_at == "input":
-        frames = x.size(3) // 4
+        frames = x.size(3) // FRAME_STRIDE
         masked, fmask = mask_columns(
             x, frames, cfg.input_mask_prob, cfg.input_mask_span, cfg.input_mask_value, generator
         )  # (B, C, H, W), (B, T)

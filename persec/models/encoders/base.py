@@ -32,6 +32,10 @@ from persec.models.aggregator import AggregatorConfig, ContextAggregator
 from persec.models.features import Features
 from persec.registry import Registry
 
+# Every encoder halves height and width twice before the aggregators and keeps the
+# width stride at 4 from then on: one output frame per FRAME_STRIDE image columns.
+FRAME_STRIDE = 4
+
 
 @dataclass
 class EncoderConfig:
@@ -92,15 +96,15 @@ class TextEncoder(nn.Module):
     @staticmethod
     def low_height(input_height: int) -> int:
         """Height of the ``low`` map for images of height ``input_height``."""
-        return input_height // 4
+        return input_height // FRAME_STRIDE
 
     def encode_low(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stage 1. ``x`` (B, C_in, H, W) -> (B, C_l, H/4, W/4)."""
         if x.dim() != 4 or x.size(1) != self.in_channels:
             raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.size(2) % 4 or x.size(3) % 4:
+        if x.size(2) % FRAME_STRIDE or x.size(3) % FRAME_STRIDE:
             raise ValueError(
-                f"image height and width must be multiples of 4, got {tuple(x.shape[2:])}"
+                f"image height and width must be multiples of {FRAME_STRIDE}, got {tuple(x.shape[2:])}"
             )
         return self._low(x)
 
