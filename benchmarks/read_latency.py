@@ -1,17 +1,23 @@
-"""What `persec read` costs per crop, greedy against the model's own decoding, in one run.
+"""What `persec read` costs per crop, in one run: greedy against the model's own decoding,
+PyTorch against onnxruntime, batch 1 against a full batch.
 
 Reads the first N crops of a folder with :func:`persec.inference.read.read_images` (PNG/JPEG
-decoding, resizing, the model, decoding), in process, the two decodings taking turns
-``--rounds`` times, and prints crops/s of each, the ratio, and how often their texts
-differ. Then times the whole ``persec read`` command (Python start, imports, model and
-language-model load) once per decoding. Usage::
+decoding, resizing, the network, decoding), in process, the readers taking turns
+``--rounds`` times, and prints per reader crops/s at ``--batch-size`` and ms per crop at
+batch 1 (on the first ``--n1`` crops), how often its texts differ from the configured
+PyTorch reader's, and the machine. With ``--onnx`` the model is first exported to a
+temporary ONNX file (``persec export``, ~30 s) and read by onnxruntime with the same
+decoding and as many threads as PyTorch. Then times the whole ``persec read`` command
+(Python start, imports, model and language-model load) once per reader. Usage::
 
-    python benchmarks/read_latency.py [--model DIR] [--data DIR] [--n 1000] [--rounds 2]
+    python benchmarks/read_latency.py [--model DIR] [--data DIR] [--n 1000] [--n1 100]
+        [--rounds 2] [--batch-size 32] [--onnx]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -23,10 +29,46 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_info import cpu_model  # noqa: E402
 
 from persec.decoding.settings import describe_decoding  # noqa: E402
-from persec.inference.model import load_model  # noqa: E402
+from persec.inference.model import load_reader  # noqa: E402
 from persec.inference.read import list_images, read_images  # noqa: E402
+from persec.precision import cpu_bf16_support  # noqa: E402
+
+
+def _timed(reader, paths: list[str], batch_size: int) -> tuple[float, list[str]]:
+    """Seconds to read ``paths`` (as `persec read` does: orient tall) and the texts."""
+    start = time.perf_counter()
+    texts = [r.text for r in read_images(reader, paths, batch_size, orient="tall")]
+    return time.perf_counter() - start, texts
+
+
+def _readers(model: str, onnx: str | None) -> dict[str, tuple[list[str], object]]:
+    """name -> (the `persec read` arguments, the loaded reader); "configured" is the
+    model's saved decoding."""
+    out = {
+        "PyTorch, greedy": (["--model", model, "--greedy"], load_reader(model, greedy=True)),
+        "PyTorch, configured": (["--model", model], load_reader(model)),
+    }
+    if onnx:
+        out["onnxruntime, configured"] = (["--model", onnx], load_reader(onnx))
+    return out
+
+
+def _command_seconds(arguments: list[str], paths: list[str]) -> float:
+    """Wall time of `persec read ARGUMENTS FOLDER` on ``paths`` (linked into a folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "crops"
+        folder.mkdir()
+        for i, path in enumerate(paths):
+            (folder / f"{i:05d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+        cmd = [sys.executable, "-m", "persec.cli", "read", *arguments, str(folder)]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        return time.perf_counter() - start
 
 
 def main() -> int:
@@ -35,62 +77,62 @@ def main() -> int:
     p.add_argument(
         "--data", default=str(ROOT.parent / "shared" / "data" / "IIIT5K_train" / "images")
     )
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n", type=int, default=1000, help="crops read at --batch-size")
+    p.add_argument("--n1", type=int, default=100, help="crops read one at a time")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--onnx", action="store_true", help="also read with onnxruntime")
     args = p.parse_args()
 
     paths = list_images([args.data])[: args.n]
-    configured = load_model(args.model)
-    greedy = load_model(args.model)
-    greedy.use_greedy_decoding()
-    models = {"greedy": greedy, describe_decoding(configured.config.decoder): configured}
-    print(
-        f"model {args.model}, {len(paths)} crops of {args.data}, torch threads "
-        f"{torch.get_num_threads()}, batch {args.batch_size}, orient tall (the read default)"
-    )
-    rates: dict[str, list[float]] = {name: [] for name in models}
-    texts: dict[str, list[str]] = {}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            texts[name] = [
-                r.text for r in read_images(model, paths, args.batch_size, orient="tall")
-            ]
-            rates[name].append(len(paths) / (time.perf_counter() - start))
-    for name, r in rates.items():
-        print(
-            f"  {name}: {statistics.median(r):.1f} crops/s (rounds: "
-            f"{', '.join(f'{x:.1f}' for x in r)})"
-        )
-    (g, gr), (c, cr) = rates.items()
-    print(f"  ratio configured / greedy: {statistics.median(cr) / statistics.median(gr):.2f}")
-    differ = sum(a != b for a, b in zip(texts[g], texts[c], strict=True))
-    print(f"  texts that differ: {differ} of {len(paths)}")
-
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "crops"
-        folder.mkdir()
-        for i, path in enumerate(paths):
-            (folder / f"{i:05d}{Path(path).suffix}").symlink_to(Path(path).resolve())
-        for extra in ([], ["--greedy"]):
-            cmd = [
-                sys.executable,
-                "-m",
-                "persec.cli",
-                "read",
-                "--model",
-                args.model,
-                *extra,
-                str(folder),
-            ]
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-            seconds = time.perf_counter() - start
+        onnx = None
+        if args.onnx:
+            onnx = str(Path(tmp) / "model.onnx")
+            from persec.inference.export import export_onnx
+
+            export_onnx(args.model, onnx)
+        readers = _readers(args.model, onnx)
+        bf16 = "native bf16" if cpu_bf16_support().native else "no native bf16"
+        print(
+            f"model {args.model}, configured decoding: "
+            f"{describe_decoding(readers['PyTorch, configured'][1].config.decoder)}\n"
+            f"{len(paths)} crops of {args.data} at batch "
+            f"{args.batch_size}, the first {args.n1} at batch 1; orient tall (the read "
+            f"default); {cpu_model('unknown CPU')} ({os.cpu_count()} cores, {bf16}), fp32, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads; load average "
+            f"{os.getloadavg()[0]:.2f}"
+        )
+        rates: dict[str, list[float]] = {name: [] for name in readers}
+        single: dict[str, list[float]] = {name: [] for name in readers}
+        texts: dict[str, list[str]] = {}
+        for _ in range(args.rounds):  # the readers take turns, so load hits all alike
+            for name, (_, reader) in readers.items():
+                seconds, texts[name] = _timed(reader, paths, args.batch_size)
+                rates[name].append(len(paths) / seconds)
+                seconds, _ = _timed(reader, paths[: args.n1], 1)
+                single[name].append(1000 * seconds / args.n1)
+        reference = texts[list(readers)[1]]
+        print(
+            "\n| reader | crops/s, batch "
+            f"{args.batch_size} | ms/crop, batch 1 | texts unlike the configured PyTorch "
+            "reader's | `persec read` command, s |"
+        )
+        print("|---|--:|--:|--:|--:|")
+        for name, (arguments, _) in readers.items():
+            differ = sum(a != b for a, b in zip(texts[name], reference, strict=True))
+            command = _command_seconds(arguments, paths)
             print(
-                f"  persec read {' '.join(extra) or '(configured)'}: {seconds:.1f} s for "
-                f"{len(paths)} crops, start and load included"
+                f"| {name} | {statistics.median(rates[name]):.1f} | "
+                f"{statistics.median(single[name]):.2f} | {differ} of {len(paths)} | "
+                f"{command:.1f} |"
             )
+        rounds = "; ".join(
+            f"{n}: {', '.join(f'{x:.0f}' for x in rates[n])} crops/s, "
+            f"{', '.join(f'{x:.1f}' for x in single[n])} ms"
+            for n in readers
+        )
+        print(f"\nmedians of {args.rounds} rounds ({rounds})")
     return 0
 
 

@@ -143,9 +143,10 @@ def add_model_argument(
     parser: argparse.ArgumentParser,
     required: bool = False,
     help: str = "saved model (default: the shipped one, or $PERSEC_MODEL)",
+    metavar: str = "DIR",
 ) -> None:
-    """``--model DIR``: a saved recognizer directory."""
-    parser.add_argument("--model", required=required, metavar="DIR", help=help)
+    """``--model DIR``: a saved recognizer directory (or what ``help`` says)."""
+    parser.add_argument("--model", required=required, metavar=metavar, help=help)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, workers: str | None = None) -> None:

@@ -43,3 +43,27 @@ def load_model(model_dir: str | Path | None, device: str | torch.device = "cpu")
         raise PersecError(f"model directory {model_dir} does not exist")
     model = Recognizer.load(model_dir)
     return model.to(device).eval()
+
+
+def load_reader(model: str | Path | None, device: str | None = None, greedy: bool = False):
+    """What ``persec read`` reads with: a saved model directory (or the shipped model,
+    for ``None``) as a PyTorch :class:`Recognizer` on ``device``, or an exported
+    ``.onnx`` file (its ``.onnx.json`` sidecar beside it) as an
+    :class:`~persec.inference.onnx_runtime.OnnxRecognizer` with as many threads as
+    PyTorch uses. ``greedy`` decodes best-path instead of the saved decoding.
+
+    Raises:
+        PersecError: no such model, a bad export, or a GPU device asked for an ONNX file
+            (onnxruntime runs it on the CPU).
+    """
+    if model is not None and Path(model).suffix == ".onnx" and not Path(model).is_dir():
+        from persec.inference.onnx_runtime import OnnxRecognizer
+
+        if device is not None and resolve_device(device).type != "cpu":
+            raise PersecError(f"an ONNX model runs on the CPU; --device {device} is for PyTorch")
+        reader = OnnxRecognizer(model, threads=torch.get_num_threads())
+    else:
+        reader = load_model(model, resolve_device(device))
+    if greedy:
+        reader.use_greedy_decoding()
+    return reader

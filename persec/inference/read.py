@@ -3,9 +3,10 @@ unreadable images reported instead of raised."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
 from persec.data.folder import ImageFolderDataset
 from persec.errors import DataError
-from persec.image import ImageDecodeError, ToTensor, decode_image, pad_to_width
+from persec.image import ImageConfig, ImageDecodeError, ToTensor, decode_image, pad_to_width
 from persec.models.recognizer import Recognizer
 from persec.orientation import OrientedTransform, best_readings, check_orient
 
@@ -113,8 +114,36 @@ class Reading:
     error: str | None = None
 
 
+class ExportedReader(Protocol):
+    """A recognizer outside PyTorch that :func:`read_images` can drive, such as
+    :class:`~persec.inference.onnx_runtime.OnnxRecognizer`."""
+
+    image: ImageConfig  # how its input images are prepared
+
+    def __call__(self, images: torch.Tensor) -> Any:
+        """Images (B, C, H, W) in [-1, 1] -> logits (B, L, V), a tensor or array."""
+
+    def decode(self, logits: Any) -> list[tuple[str, float]]:
+        """Logits -> ``[(text, confidence)]``."""
+
+
+def _batch_reading(
+    model: Recognizer | ExportedReader,
+) -> tuple[ImageConfig, Callable[[torch.Tensor], list[tuple[str, float]]]]:
+    """The image settings of ``model`` and its batch (N, C, H, W) -> readings function."""
+    if not isinstance(model, Recognizer):
+        return model.image, lambda images: model.decode(model(images))
+    device = next(model.parameters()).device
+
+    def recognize(images: torch.Tensor) -> list[tuple[str, float]]:
+        with torch.inference_mode():
+            return model.decode(model(images.to(device)))  # logits (N, L, V)
+
+    return model.config.image, recognize
+
+
 def read_images(
-    model: Recognizer,
+    model: Recognizer | ExportedReader,
     paths: Sequence[str],
     batch_size: int = 64,
     workers: int = 0,
@@ -125,26 +154,25 @@ def read_images(
     Yields one :class:`Reading` per path, in order; unreadable images yield a
     ``Reading`` with ``error`` set instead of raising. ``orient="tall"`` reads tall
     crops in three orientations and keeps the
-    :func:`~persec.orientation.best_reading`.
+    :func:`~persec.orientation.best_reading`. ``model`` is a PyTorch recognizer (put in
+    eval mode while reading) or an :class:`ExportedReader`.
     """
     check_orient(orient)
-    device = next(model.parameters()).device
+    image, recognize = _batch_reading(model)
     loader = DataLoader(
-        ImagePathsDataset(paths, ToTensor(model.config.image), orient),
+        ImagePathsDataset(paths, ToTensor(image), orient),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate_paths,
     )
-    was_training = model.training
-    model.eval()
+    was_training = isinstance(model, Recognizer) and model.training
+    if isinstance(model, Recognizer):
+        model.eval()
     index = 0
     try:
         for images, counts in loader:
-            decoded: list[tuple[str, float]] = []
-            if images is not None:
-                with torch.inference_mode():
-                    decoded = model.decode(model(images.to(device)))  # logits (sum K, L, V)
+            decoded = recognize(images) if images is not None else []
             results = iter(best_readings(decoded, [c for c in counts if isinstance(c, int)]))
             for count in counts:
                 path = paths[index]
@@ -155,4 +183,6 @@ def read_images(
                     text, conf = next(results)
                     yield Reading(path, text, conf)
     finally:
-        model.train(was_training)
+        if was_training:
+            assert isinstance(model, Recognizer)
+            model.train()

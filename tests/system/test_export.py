@@ -27,6 +27,7 @@ from persec.decoding.settings import decode_ctc
 from persec.errors import PersecError
 from persec.image import ImageConfig, to_tensor
 from persec.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, sidecar_path
+from persec.inference.model import load_reader
 from persec.inference.onnx_runtime import OnnxRecognizer, check_parity
 from persec.models.decoders.attn import AttentionDecoder
 from persec.models.decoders.base import DecoderConfig
@@ -256,6 +257,40 @@ def test_onnx_reader_decodes_with_the_sidecars_beam_search_and_lm(tmp_path, expo
     sidecar_path(tmp_path / "m.onnx").write_text(json.dumps(info))
     with pytest.raises(PersecError, match="temperature"):
         OnnxRecognizer(tmp_path / "m.onnx")
+
+
+def test_cli_read_takes_an_onnx_file(run_cli, cli_export):
+    root = cli_export["path"].parent  # model/, words/ and vit.onnx of the same weights
+    code, by_torch, err = run_cli(["read", "--model", str(root / "model"), str(root / "words")])
+    assert code == 0, err
+    code, by_onnx, err = run_cli(["read", "--model", str(cli_export["path"]), str(root / "words")])
+    assert code == 0, err
+    want = [line.split("\t") for line in by_torch.splitlines()]
+    got = [line.split("\t") for line in by_onnx.splitlines()]
+    assert len(got) == N_WORDS and [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose(
+        [float(g[2]) for g in got], [float(w[2]) for w in want], rtol=1e-3, atol=1e-4
+    )
+    onnx_on_gpu = ["--model", str(cli_export["path"]), "--device", "cuda:0", str(root / "words")]
+    code, _, err = run_cli(["read", *onnx_on_gpu])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "CPU" in err or "CUDA" in err  # onnxruntime runs on the CPU; no CUDA here either
+
+
+def test_load_reader_can_decode_an_onnx_file_greedily(tmp_path, exported, words):
+    model, path = exported("cnn-ctc")
+    shutil.copy(path, tmp_path / "m.onnx")
+    info = json.loads(sidecar_path(path).read_text())
+    info["decoding"].update(beam_width=4, lm_weight=2.0)  # a strong LM changes readings
+    sidecar_path(tmp_path / "m.onnx").write_text(json.dumps(info))
+    as_saved = load_reader(tmp_path / "m.onnx")
+    greedy = load_reader(str(tmp_path / "m.onnx"), greedy=True)
+    assert isinstance(greedy, OnnxRecognizer) and greedy.image == model.config.image
+    logits = torch.as_tensor(greedy(_batch(model, words)))
+    tokenizer = model.decoder.tokenizer
+    assert greedy.decode(logits) == decode_ctc(logits, tokenizer, DecoderConfig())
+    assert as_saved.decode(logits) != greedy.decode(logits)
+    assert isinstance(load_reader(None), Recognizer)  # the shipped model, in PyTorch
 
 
 class _Bessel(nn.Module):
