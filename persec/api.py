@@ -17,7 +17,7 @@ import torch
 from persec.config import load_config
 from persec.evaluation.evaluate import evaluate as _evaluate
 from persec.inference.model import load_model as _load_model
-from persec.inference.read import Reading, list_images, read_images
+from persec.inference.read import ExportedReader, Reading, list_images, read_images
 from persec.metrics import DatasetScore
 from persec.models.recognizer import Recognizer
 from persec.training.finetune import FinetuneConfig, FinetuneResult
@@ -37,10 +37,15 @@ def load_model(model: str | Path | None = None, device: str | torch.device = "cp
 
 
 def read(
-    model: Recognizer, images: Sequence[str | Path], batch_size: int = 64, orient: str = "tall"
+    model: Recognizer | ExportedReader,
+    images: Sequence[str | Path],
+    batch_size: int = 64,
+    orient: str = "tall",
 ) -> list[Reading]:
     """Read image files (folders are searched recursively), one :class:`Reading` each,
-    in order; an unreadable image gets ``error`` set instead of raising.
+    in order; an unreadable image gets ``error`` set instead of raising. ``model`` may
+    also be an export read by onnxruntime,
+    :class:`~persec.inference.onnx_runtime.OnnxRecognizer`.
 
     ``orient="tall"`` (as ``persec read``) also tries tall crops turned 90° both ways;
     ``"none"`` reads every image as given.

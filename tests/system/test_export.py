@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+import persec
 from persec import cli
 from persec.charset import Charset
 from persec.data.render.fonts import available_fonts
@@ -271,6 +272,8 @@ def test_cli_read_takes_an_onnx_file(run_cli, cli_export):
     np.testing.assert_allclose(
         [float(g[2]) for g in got], [float(w[2]) for w in want], rtol=1e-3, atol=1e-4
     )
+    by_api = persec.read(OnnxRecognizer(cli_export["path"]), [root / "words"])
+    assert [[r.path, r.text] for r in by_api] == [g[:2] for g in got]
     onnx_on_gpu = ["--model", str(cli_export["path"]), "--device", "cuda:0", str(root / "words")]
     code, _, err = run_cli(["read", *onnx_on_gpu])
     assert code == 2 and len(err.strip().splitlines()) == 1
