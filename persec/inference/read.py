@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
@@ -131,7 +132,7 @@ def _batch_reading(
     model: Recognizer | ExportedReader,
 ) -> tuple[ImageConfig, Callable[[torch.Tensor], list[tuple[str, float]]]]:
     """The image settings of ``model`` and its batch (N, C, H, W) -> readings function."""
-    if not isinstance(model, Recognizer):
+    if not isinstance(model, nn.Module):  # a PyTorch recognizer, or one like it
         return model.image, lambda images: model.decode(model(images))
     device = next(model.parameters()).device
 
@@ -166,8 +167,9 @@ def read_images(
         num_workers=workers,
         collate_fn=_collate_paths,
     )
-    was_training = isinstance(model, Recognizer) and model.training
-    if isinstance(model, Recognizer):
+    pytorch = isinstance(model, nn.Module)
+    was_training = pytorch and model.training
+    if pytorch:
         model.eval()
     index = 0
     try:
@@ -183,6 +185,5 @@ def read_images(
                     text, conf = next(results)
                     yield Reading(path, text, conf)
     finally:
-        if was_training:
-            assert isinstance(model, Recognizer)
-            model.train()
+        if pytorch:
+            model.train(was_training)

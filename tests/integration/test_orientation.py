@@ -180,7 +180,7 @@ def test_read_cli_orient_option(run_cli, tmp_path, monkeypatch):
 
     tall = tmp_path / "tall.png"
     marked(20, 60).save(tall)
-    monkeypatch.setattr(read_command, "load_model", lambda model, device: EdgeReader())
+    monkeypatch.setattr(read_command, "load_reader", lambda model, device, greedy: EdgeReader())
     code, out, _ = run_cli(["read", str(tall)])
     assert code == 0 and out == f"{tall}\tleft\t0.9000\n"
     code, out, _ = run_cli(["read", "--orient", "none", str(tall)])
