@@ -58,17 +58,20 @@ def _readers(model: str, onnx: str | None) -> dict[str, tuple[list[str], object]
     return out
 
 
-def _command_seconds(arguments: list[str], paths: list[str]) -> float:
-    """Wall time of `persec read ARGUMENTS FOLDER` on ``paths`` (linked into a folder)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "crops"
-        folder.mkdir()
-        for i, path in enumerate(paths):
-            (folder / f"{i:05d}{Path(path).suffix}").symlink_to(Path(path).resolve())
-        cmd = [sys.executable, "-m", "persec.cli", "read", *arguments, str(folder)]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-        return time.perf_counter() - start
+def _link_crops(paths: list[str], folder: Path) -> Path:
+    """``folder`` holding a link to each of ``paths``, for `persec read FOLDER`."""
+    folder.mkdir()
+    for i, path in enumerate(paths):
+        (folder / f"{i:05d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+    return folder
+
+
+def _command_seconds(arguments: list[str], folder: Path) -> float:
+    """Wall time of `persec read ARGUMENTS FOLDER`."""
+    cmd = [sys.executable, "-m", "persec.cli", "read", *arguments, str(folder)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -112,7 +115,8 @@ def main() -> int:
                 rates[name].append(len(paths) / seconds)
                 seconds, _ = _timed(reader, paths[: args.n1], 1)
                 single[name].append(1000 * seconds / args.n1)
-        reference = texts[list(readers)[1]]
+        reference = texts["PyTorch, configured"]
+        folder = _link_crops(paths, Path(tmp) / "crops")
         print(
             "\n| reader | crops/s, batch "
             f"{args.batch_size} | ms/crop, batch 1 | texts unlike the configured PyTorch "
@@ -121,7 +125,7 @@ def main() -> int:
         print("|---|--:|--:|--:|--:|")
         for name, (arguments, _) in readers.items():
             differ = sum(a != b for a, b in zip(texts[name], reference, strict=True))
-            command = _command_seconds(arguments, paths)
+            command = _command_seconds(arguments, folder)
             print(
                 f"| {name} | {statistics.median(rates[name]):.1f} | "
                 f"{statistics.median(single[name]):.2f} | {differ} of {len(paths)} | "

@@ -110,8 +110,8 @@ class CTCDecoder(nn.Module):
         """CTC prefix beam search (with this decoder's language model, if any);
         confidence = p(text), summed over its alignments.
 
-        Pure Python, under a millisecond per crop for a trained model: meant for reading and evaluation, not for
-        training loops. ``logits``: (B, T, N+1).
+        Pure Python, under a millisecond per crop for a trained model: meant for reading
+        and evaluation, not for training loops. ``logits``: (B, T, N+1).
         """
         return ctc_beam_decode(
             logits,

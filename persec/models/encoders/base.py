@@ -104,7 +104,8 @@ class TextEncoder(nn.Module):
             raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.size(2) % FRAME_STRIDE or x.size(3) % FRAME_STRIDE:
             raise ValueError(
-                f"image height and width must be multiples of {FRAME_STRIDE}, got {tuple(x.shape[2:])}"
+                f"image height and width must be multiples of {FRAME_STRIDE}, "
+                f"got {tuple(x.shape[2:])}"
             )
         return self._low(x)
 
