@@ -20,3 +20,10 @@ class RunStopped(Exception):
     """A training run stopped before its end on purpose (e.g. for a SLURM requeue); its
     checkpoint holds the state a resumed run continues from. Not a failure of the
     input: the CLI prints the message and exits with status 3."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message, at most 300 characters (for one-line errors)."""
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= 300 else line[:297] + "..."

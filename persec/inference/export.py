@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from persec._version import __version__
-from persec.errors import PersecError
+from persec.errors import PersecError, first_line
 from persec.image import WIDTH_MULTIPLE, ImageConfig, min_width
+from persec.inference.sidecar import SIDECAR_FORMAT, sidecar_path
 from persec.models.recognizer import Recognizer
 
 FORMATS = ("onnx",)
@@ -41,7 +42,6 @@ FORMATS = ("onnx",)
 DEFAULT_OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-SIDECAR_FORMAT = "persec-onnx/1"
 
 
 _FIXED_WIDTH = (
@@ -49,12 +49,6 @@ _FIXED_WIDTH = (
     "torch's exporter unrolls a BiLSTM head over one fixed length: train line models "
     "with decoder.lstm_layers=0 (the W-MHSA aggregators give the context) to export them"
 )
-
-
-def sidecar_path(onnx_path: str | Path) -> Path:
-    """``FILE.json`` beside ``FILE``."""
-    onnx_path = Path(onnx_path)
-    return onnx_path.with_name(onnx_path.name + ".json")
 
 
 class ImagesToLogits(nn.Module):
@@ -263,13 +257,6 @@ def _attention_onnx(
         else:
             scores = op.Add(scores, attn_mask)
     return op.MatMul(op.Softmax(scores, axis=-1), value)
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an error's message, at most 300 characters (for one-line errors)."""
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _describe_failure(e: BaseException, program: torch.export.ExportedProgram) -> str:

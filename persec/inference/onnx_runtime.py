@@ -13,10 +13,10 @@ import torch
 
 from persec.charset import Charset
 from persec.decoding.settings import DECODING_FIELDS, check_decoding, decode_ctc, decoding_lm
-from persec.errors import PersecError
+from persec.errors import PersecError, first_line
 from persec.image import ImageConfig, pad_to_width, to_tensor
-from persec.inference.export import SIDECAR_FORMAT, first_line, sidecar_path
 from persec.inference.read import list_images
+from persec.inference.sidecar import SIDECAR_FORMAT, sidecar_path
 from persec.models.decoders.base import DECODERS, DecoderConfig
 from persec.models.recognizer import ImageLike, Recognizer, as_pil_image, read_in_batches
 
