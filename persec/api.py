@@ -54,7 +54,7 @@ def read(
 
 
 def evaluate(
-    model: Recognizer, datasets: Sequence[str | Path], **options: Any
+    model: Recognizer | ExportedReader, datasets: Sequence[str | Path], **options: Any
 ) -> list[DatasetScore]:
     """Word accuracy, 1 - NED and CER of ``model`` on each dataset (any layout
     :mod:`persec.data.layouts` reads), under the standard 36-character protocol unless

@@ -19,7 +19,8 @@ from persec.decoding.settings import describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.evaluate import evaluate, write_results
 from persec.hub import default_model_dir
-from persec.inference.model import load_model, resolve_device
+from persec.inference.model import load_reader
+from persec.inference.read import decoding_of
 from persec.metrics import HTR, eval_charset, format_table
 from persec.orientation import ORIENTATIONS, TALL_RATIO
 
@@ -40,7 +41,8 @@ crop is read as given (--orient none); --orient tall also reads each crop at lea
 
 Results are printed as a Markdown table and written to OUT/results.csv and
 OUT/results.json; OUT defaults to MODEL/eval/ (a warning, not an error, when that is
-not writable). Without --model, the shipped model at {default_model_dir()} is used and
+not writable), or FILE-eval/ beside an ONNX file (an export by 'persec export', scored
+with onnxruntime on the CPU with its sidecar's preprocessing and decoding). Without --model, the shipped model at {default_model_dir()} is used and
 OUT defaults to ./eval-{default_model_dir().name}/ (the package folder is left alone).
 """
 
@@ -48,7 +50,12 @@ OUT defaults to ./eval-{default_model_dir().name}/ (the package folder is left a
 def add_parser(subparsers) -> None:
     """Register ``eval`` on the ``persec`` subcommand parser."""
     parser = add_command(subparsers, "eval", HELP, EPILOG)
-    add_model_argument(parser)
+    add_model_argument(
+        parser,
+        help="saved model directory, or an exported .onnx file (scored with onnxruntime; "
+        "default: the shipped model, or $PERSEC_MODEL)",
+        metavar="DIR_OR_ONNX",
+    )
     parser.add_argument(
         "--data", nargs="+", required=True, metavar="PATH", help="datasets or folders of datasets"
     )
@@ -70,13 +77,22 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def default_out(model: str | None) -> Path:
+    """Where results go without --out: MODEL/eval/ for a model folder, FILE-eval/ beside
+    an ONNX file, ./eval-NAME/ for the shipped model."""
+    if model is None:
+        return Path(f"eval-{default_model_dir().name}")
+    path = Path(model)
+    if path.suffix == ".onnx" and not path.is_dir():
+        return path.with_name(path.stem + "-eval")
+    return path / "eval"
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write the results files."""
     charset = eval_charset(args.cased, args.punctuation, args.charset)
     model_dir = Path(args.model) if args.model else default_model_dir()
-    model = load_model(args.model, resolve_device(args.device))
-    if args.greedy:
-        model.use_greedy_decoding()
+    model = load_reader(args.model, args.device, args.greedy)
     reports: list[SkipReport] = []
     scores = evaluate(
         model,
@@ -96,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print("protocol: htr (NFC, case and punctuation kept, whitespace runs as one space)")
     else:
         print(f"eval charset: {charset.name} ({len(charset)} characters)")
-    print(f"decoding: {describe_decoding(model.config.decoder)}")
+    decoding = decoding_of(model)
+    print(f"decoding: {describe_decoding(decoding) if decoding is not None else 'greedy'}")
     if args.orient != "none":
         print(f"orient: {args.orient} (tall crops also read turned; not the standard protocol)")
     print(format_table(scores, wer=args.protocol == HTR))
@@ -107,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
     else:
-        out = model_dir / "eval" if args.model else Path(f"eval-{model_dir.name}")
+        out = default_out(args.model)
     meta = {
         "model": str(model_dir),
         "charset": charset.name,

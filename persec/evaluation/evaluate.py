@@ -6,7 +6,8 @@ for single-case charsets, unsupported characters dropped); samples whose label i
 empty or longer than ``max_label_length`` are skipped and reported, never scored.
 Predictions are mapped through the same charset by
 :class:`~persec.metrics.ScoreAccumulator`. Images get the model's own preprocessing
-(:class:`~persec.image.ToTensor` of ``model.config.image``), as in training and
+(:class:`~persec.image.ToTensor` of ``model.config.image``, or of an ONNX export's
+sidecar), as in training and
 :meth:`Recognizer.read`; every crop is read as given unless ``orient="tall"`` (then
 tall crops are also read turned 90° both ways, as ``persec read`` does by default).
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -35,6 +37,7 @@ from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import part_name
 from persec.errors import PersecError
 from persec.image import ToTensor, pad_to_width
+from persec.inference.read import ExportedReader, batch_reading, input_image
 from persec.metrics import (
     HTR,
     STANDARD,
@@ -54,7 +57,7 @@ RESULTS_STEM = "results"
 
 def open_eval_dataset(
     path: str | Path,
-    model: Recognizer,
+    model: Recognizer | ExportedReader,
     charset: Charset | None,
     max_label_length: int | None = 25,
     orient: str = "none",
@@ -69,7 +72,7 @@ def open_eval_dataset(
     """
     # Named by the folder as given: a symlinked benchmark keeps its link's name.
     name = part_name(path) or Path(os.path.abspath(path)).name or str(path)
-    transform = ToTensor(model.config.image)
+    transform = ToTensor(input_image(model))
     return open_dataset(
         path,
         charset=charset,
@@ -81,7 +84,7 @@ def open_eval_dataset(
 
 
 def evaluate_dataset(
-    model: Recognizer,
+    model: Recognizer | ExportedReader,
     dataset: Dataset,
     charset: Charset,
     batch_size: int = 64,
@@ -95,7 +98,9 @@ def evaluate_dataset(
     :func:`~persec.data.dataset.collate_samples` and counted in the returned report.
 
     Args:
-        model: the recognizer (its device is used; it is put in eval mode for the run).
+        model: a PyTorch recognizer (its device is used; it is put in eval mode for the
+            run) or an exported one such as
+            :class:`~persec.inference.onnx_runtime.OnnxRecognizer`.
         dataset: items ``(image (C, H, W), label)``, or ``(versions (K, C, H, W),
             label)`` whose :func:`~persec.orientation.best_reading` is scored (see
             :func:`open_eval_dataset`); needs ``.name`` and ``.report``.
@@ -109,7 +114,9 @@ def evaluate_dataset(
         the dataset's score and its skip report (label skips at open + images skipped
         when read).
     """
-    device = next(model.parameters()).device
+    pytorch = isinstance(model, nn.Module)
+    device = next(model.parameters()).device if pytorch else torch.device("cpu")
+    recognize = batch_reading(model)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -121,8 +128,9 @@ def evaluate_dataset(
     name = getattr(dataset, "name", "dataset")
     accumulator = ScoreAccumulator(name, charset, protocol)
     skipped: Counter[str] = Counter()
-    was_training = model.training
-    model.eval()
+    was_training = pytorch and model.training
+    if pytorch:
+        model.eval()
     bar = tqdm(
         total=len(dataset),
         desc=f"eval {name}",
@@ -130,25 +138,22 @@ def evaluate_dataset(
         disable=None if progress is None else not progress,
     )
     try:
-        with torch.inference_mode():
-            for images, labels, dropped in loader:
-                skipped.update(dropped)
-                bar.update(len(labels) + sum(dropped.values()))
-                if not labels:
-                    continue
-                if isinstance(images, torch.Tensor) and images.dim() == 4:  # (B, C, H, W)
-                    decoded = model.decode(model(images.to(device, non_blocking=True)))
-                else:  # each image's versions (K, C, H, W), K varying
-                    versions = list(images)
-                    batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
-                    logits = model(batch.to(device))  # (sum K, L, V)
-                    decoded = best_readings(model.decode(logits), [len(v) for v in versions])
-                accumulator.update(
-                    [text for text, _ in decoded], labels, [conf for _, conf in decoded]
-                )
+        for images, labels, dropped in loader:
+            skipped.update(dropped)
+            bar.update(len(labels) + sum(dropped.values()))
+            if not labels:
+                continue
+            if isinstance(images, torch.Tensor) and images.dim() == 4:  # (B, C, H, W)
+                decoded = recognize(images)
+            else:  # each image's versions (K, C, H, W), K varying
+                versions = list(images)
+                batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
+                decoded = best_readings(recognize(batch), [len(v) for v in versions])
+            accumulator.update([text for text, _ in decoded], labels, [conf for _, conf in decoded])
     finally:
         bar.close()
-        model.train(was_training)
+        if pytorch:
+            model.train(was_training)
 
     report = SkipReport(name).merge(getattr(dataset, "report", SkipReport(name)))
     for reason, n in skipped.items():
@@ -158,7 +163,7 @@ def evaluate_dataset(
 
 
 def evaluate(
-    model: Recognizer,
+    model: Recognizer | ExportedReader,
     paths: Sequence[str | Path],
     charset: str | Charset | None = None,
     cased: bool = False,
@@ -177,7 +182,8 @@ def evaluate(
     image is read. Combine the result with :func:`~persec.metrics.combine`.
 
     Args:
-        model: the recognizer.
+        model: the recognizer, PyTorch or exported (an
+            :class:`~persec.inference.read.ExportedReader`).
         paths: dataset folders, or folders of dataset folders.
         charset: eval charset spec; when given it overrides ``cased``/``punctuation``
             (see :func:`~persec.metrics.eval_charset`).

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from persec.charset import Charset
-from persec.decoding.settings import DECODING_FIELDS, check_decoding, decode_ctc, decoding_lm
+from persec.decoding.settings import (
+    DECODING_FIELDS,
+    check_decoding,
+    decode_ctc,
+    decoding_lm,
+    greedy_decoding,
+)
 from persec.errors import PersecError, first_line
 from persec.image import ImageConfig, pad_to_width, to_tensor
 from persec.inference.read import list_images
@@ -116,9 +122,18 @@ class OnnxRecognizer:
         """How input images are prepared (height, width, channels), from the sidecar."""
         return self.info.image
 
+    @property
+    def decoding(self) -> DecoderConfig | None:
+        """The decoding settings in use (the sidecar's; None for an older export without
+        them, which decodes greedily), as ``Recognizer.config.decoder`` for PyTorch."""
+        return self.info.decoding
+
     def use_greedy_decoding(self) -> None:
-        """Decode best-path from now on, without the sidecar's beam search and LM."""
+        """Decode best-path from now on, without the sidecar's beam search and LM
+        (:attr:`decoding` is updated to match)."""
         self._decode = DECODERS[self.info.decoder].greedy_decode
+        if self.info.decoding is not None:
+            self.info.decoding = greedy_decoding(self.info.decoding)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Images (B, C, H, W) in [-1, 1] → logits (B, L, V), float32."""

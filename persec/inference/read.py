@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from persec.data.dataset import MISSING_FILE, UNDECODABLE, Skipped
 from persec.data.folder import ImageFolderDataset
+from persec.decoding.settings import DecodingSettings
 from persec.errors import DataError
 from persec.image import ImageConfig, ImageDecodeError, ToTensor, decode_image, pad_to_width
 from persec.models.recognizer import Recognizer
@@ -120,6 +121,7 @@ class ExportedReader(Protocol):
     :class:`~persec.inference.onnx_runtime.OnnxRecognizer`."""
 
     image: ImageConfig  # how its input images are prepared
+    decoding: DecodingSettings | None  # its CTC decoding (None: greedy)
 
     def __call__(self, images: torch.Tensor) -> Any:
         """Images (B, C, H, W) in [-1, 1] -> logits (B, L, V), a tensor or array."""
@@ -128,19 +130,31 @@ class ExportedReader(Protocol):
         """Logits -> ``[(text, confidence)]``."""
 
 
-def _batch_reading(
+def input_image(model: Recognizer | ExportedReader) -> ImageConfig:
+    """How ``model`` wants its input images prepared (height, width, channels)."""
+    return model.config.image if isinstance(model, nn.Module) else model.image
+
+
+def decoding_of(model: Recognizer | ExportedReader) -> DecodingSettings | None:
+    """How ``model`` decodes its logits (None: greedy, an export without settings)."""
+    return model.config.decoder if isinstance(model, nn.Module) else model.decoding
+
+
+def batch_reading(
     model: Recognizer | ExportedReader,
-) -> tuple[ImageConfig, Callable[[torch.Tensor], list[tuple[str, float]]]]:
-    """The image settings of ``model`` and its batch (N, C, H, W) -> readings function."""
-    if not isinstance(model, nn.Module):  # a PyTorch recognizer, or one like it
-        return model.image, lambda images: model.decode(model(images))
+) -> Callable[[torch.Tensor], list[tuple[str, float]]]:
+    """``model``'s batch (N, C, H, W) in [-1, 1] -> ``[(text, confidence)]`` function;
+    a PyTorch recognizer gets the batch on its device, without autograd (its train/eval
+    mode is the caller's business)."""
+    if not isinstance(model, nn.Module):  # an ExportedReader
+        return lambda images: model.decode(model(images))
     device = next(model.parameters()).device
 
     def recognize(images: torch.Tensor) -> list[tuple[str, float]]:
         with torch.inference_mode():
             return model.decode(model(images.to(device)))  # logits (N, L, V)
 
-    return model.config.image, recognize
+    return recognize
 
 
 def read_images(
@@ -159,9 +173,9 @@ def read_images(
     eval mode while reading) or an :class:`ExportedReader`.
     """
     check_orient(orient)
-    image, recognize = _batch_reading(model)
+    recognize = batch_reading(model)
     loader = DataLoader(
-        ImagePathsDataset(paths, ToTensor(image), orient),
+        ImagePathsDataset(paths, ToTensor(input_image(model)), orient),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

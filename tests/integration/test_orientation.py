@@ -211,7 +211,7 @@ def test_evaluate_orient_scores_the_reading_persec_read_prints(tmp_path, run_cli
     with pytest.raises(ValueError, match="orient must be one of"):
         evaluate(model, [data], orient="sideways")
 
-    monkeypatch.setattr(eval_command, "load_model", lambda model, device: EdgeReader())
+    monkeypatch.setattr(eval_command, "load_reader", lambda model, device, greedy: EdgeReader())
     code, out, _ = run_cli(
         ["eval", "--data", str(data), "--orient", "tall", "--out", str(tmp_path)]
     )

@@ -9,6 +9,7 @@ once per module and the models stay tiny.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import shutil
@@ -278,6 +279,54 @@ def test_cli_read_takes_an_onnx_file(run_cli, cli_export):
     code, _, err = run_cli(["read", *onnx_on_gpu])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "CPU" in err or "CUDA" in err  # onnxruntime runs on the CPU; no CUDA here either
+
+
+def test_cli_eval_takes_an_onnx_file(run_cli, cli_export, tmp_path):
+    root = cli_export["path"].parent
+    code, by_torch, err = run_cli(["read", "--model", str(root / "model"), str(root / "words")])
+    assert code == 0, err
+    # Labels: the PyTorch model's own reading of two crops in three (where it read a
+    # letter or digit), a wrong word for the others, so neither accuracy nor CER is trivial.
+    lines = []
+    for i, line in enumerate(by_torch.splitlines()):
+        path, text = line.split("\t")[:2]
+        ok = i % 3 and any(c.isalnum() for c in text)
+        lines.append(f"{Path(path).name}\t{text if ok else 'wrongword'}")
+    words = tmp_path / "words"
+    shutil.copytree(root / "words", words)
+    (words / "gt.txt").write_text("\n".join(lines) + "\n")
+    rows = {}
+    for name, model in (("torch", root / "model"), ("onnx", cli_export["path"])):
+        out = tmp_path / name
+        argv = ["eval", "--model", str(model), "--data", str(words), "--out", str(out)]
+        code, printed, err = run_cli(argv)
+        assert code == 0, err
+        assert "decoding: greedy" in printed  # as this model was saved
+        rows[name] = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows["onnx"]) == len(rows["torch"]) >= 1
+    assert 0 < float(rows["torch"][0]["word_acc"]) < 100
+    for got, want in zip(rows["onnx"], rows["torch"], strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            try:
+                assert float(got[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-4), key
+            except ValueError:  # a name, not a number
+                assert got[key] == value, key
+    # The sidecar's decoding is used and said, --greedy overrides it, and without --out
+    # the results go beside the ONNX file.
+    onnx = tmp_path / "beam.onnx"
+    shutil.copy(cli_export["path"], onnx)
+    info = json.loads(sidecar_path(cli_export["path"]).read_text())
+    info["decoding"]["beam_width"] = 3
+    sidecar_path(onnx).write_text(json.dumps(info))
+    for flags, said in (
+        ([], "decoding: beam search (3 beams)"),
+        (["--greedy"], "decoding: greedy"),
+    ):
+        code, printed, err = run_cli(["eval", "--model", str(onnx), *flags, "--data", str(words)])
+        assert code == 0, err
+        assert said in printed
+    assert (tmp_path / "beam-eval" / "results.csv").is_file()
 
 
 def test_load_reader_can_decode_an_onnx_file_greedily(tmp_path, exported, words):
