@@ -39,11 +39,14 @@ crop is read as given (--orient none); --orient tall also reads each crop at lea
 {TALL_RATIO} times as tall as wide turned 90 degrees both ways and scores the reading
 'persec read' would print (its default), which is outside the standard protocol.
 
+--model FILE.onnx scores an export by 'persec export' with onnxruntime on the CPU, with
+the preprocessing and decoding its sidecar (FILE.onnx.json) records.
+
 Results are printed as a Markdown table and written to OUT/results.csv and
-OUT/results.json; OUT defaults to MODEL/eval/ (a warning, not an error, when that is
-not writable), or FILE-eval/ beside an ONNX file (an export by 'persec export', scored
-with onnxruntime on the CPU with its sidecar's preprocessing and decoding). Without --model, the shipped model at {default_model_dir()} is used and
-OUT defaults to ./eval-{default_model_dir().name}/ (the package folder is left alone).
+OUT/results.json; OUT defaults to MODEL/eval/, or FILE-eval/ beside an ONNX file (a
+warning, not an error, when that is not writable). Without --model, the shipped model
+at {default_model_dir()} is used and OUT defaults to ./eval-{default_model_dir().name}/
+(the package folder is left alone).
 """
 
 
