@@ -19,7 +19,7 @@ from persec.decoding.settings import describe_decoding
 from persec.errors import PersecError
 from persec.evaluation.evaluate import evaluate, write_results
 from persec.hub import default_model_dir
-from persec.inference.model import load_reader
+from persec.inference.model import is_onnx_file, load_reader
 from persec.inference.read import decoding_of
 from persec.metrics import HTR, eval_charset, format_table
 from persec.orientation import ORIENTATIONS, TALL_RATIO
@@ -86,9 +86,7 @@ def default_out(model: str | None) -> Path:
     if model is None:
         return Path(f"eval-{default_model_dir().name}")
     path = Path(model)
-    if path.suffix == ".onnx" and not path.is_dir():
-        return path.with_name(path.stem + "-eval")
-    return path / "eval"
+    return path.with_name(path.stem + "-eval") if is_onnx_file(path) else path / "eval"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print("protocol: htr (NFC, case and punctuation kept, whitespace runs as one space)")
     else:
         print(f"eval charset: {charset.name} ({len(charset)} characters)")
-    decoding = decoding_of(model)
-    print(f"decoding: {describe_decoding(decoding) if decoding is not None else 'greedy'}")
+    print(f"decoding: {describe_decoding(decoding_of(model))}")
     if args.orient != "none":
         print(f"orient: {args.orient} (tall crops also read turned; not the standard protocol)")
     print(format_table(scores, wer=args.protocol == HTR))

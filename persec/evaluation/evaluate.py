@@ -37,7 +37,7 @@ from persec.data.layouts import find_datasets, open_dataset
 from persec.data.splits import part_name
 from persec.errors import PersecError
 from persec.image import ToTensor, pad_to_width
-from persec.inference.read import ExportedReader, batch_reading, input_image
+from persec.inference.read import ExportedReader, batch_reading, eval_mode, input_image
 from persec.metrics import (
     HTR,
     STANDARD,
@@ -114,8 +114,6 @@ def evaluate_dataset(
         the dataset's score and its skip report (label skips at open + images skipped
         when read).
     """
-    pytorch = isinstance(model, nn.Module)
-    device = next(model.parameters()).device if pytorch else torch.device("cpu")
     recognize = batch_reading(model)
     loader = DataLoader(
         dataset,
@@ -123,21 +121,18 @@ def evaluate_dataset(
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_samples,
-        pin_memory=device.type == "cuda",
+        pin_memory=isinstance(model, nn.Module) and next(model.parameters()).device.type == "cuda",
     )
     name = getattr(dataset, "name", "dataset")
     accumulator = ScoreAccumulator(name, charset, protocol)
     skipped: Counter[str] = Counter()
-    was_training = pytorch and model.training
-    if pytorch:
-        model.eval()
     bar = tqdm(
         total=len(dataset),
         desc=f"eval {name}",
         unit="img",
         disable=None if progress is None else not progress,
     )
-    try:
+    with eval_mode(model), bar:
         for images, labels, dropped in loader:
             skipped.update(dropped)
             bar.update(len(labels) + sum(dropped.values()))
@@ -150,10 +145,6 @@ def evaluate_dataset(
                 batch = pad_to_width([v for vs in versions for v in vs])  # (ΣK, C, H, W)
                 decoded = best_readings(recognize(batch), [len(v) for v in versions])
             accumulator.update([text for text, _ in decoded], labels, [conf for _, conf in decoded])
-    finally:
-        bar.close()
-        if pytorch:
-            model.train(was_training)
 
     report = SkipReport(name).merge(getattr(dataset, "report", SkipReport(name)))
     for reason, n in skipped.items():

@@ -45,6 +45,11 @@ def load_model(model_dir: str | Path | None, device: str | torch.device = "cpu")
     return model.to(device).eval()
 
 
+def is_onnx_file(model: str | Path | None) -> bool:
+    """Whether ``model`` names an exported ``.onnx`` file rather than a model folder."""
+    return model is not None and Path(model).suffix == ".onnx" and not Path(model).is_dir()
+
+
 def load_reader(model: str | Path | None, device: str | None = None, greedy: bool = False):
     """What ``persec read`` reads with: a saved model directory (or the shipped model,
     for ``None``) as a PyTorch :class:`Recognizer` on ``device``, or an exported
@@ -56,7 +61,7 @@ def load_reader(model: str | Path | None, device: str | None = None, greedy: boo
         PersecError: no such model, a bad export, or a GPU device asked for an ONNX file
             (onnxruntime runs it on the CPU).
     """
-    if model is not None and Path(model).suffix == ".onnx" and not Path(model).is_dir():
+    if is_onnx_file(model):
         from persec.inference.onnx_runtime import OnnxRecognizer
 
         if device is not None and resolve_device(device).type != "cpu":

@@ -123,10 +123,10 @@ class OnnxRecognizer:
         return self.info.image
 
     @property
-    def decoding(self) -> DecoderConfig | None:
-        """The decoding settings in use (the sidecar's; None for an older export without
-        them, which decodes greedily), as ``Recognizer.config.decoder`` for PyTorch."""
-        return self.info.decoding
+    def decoding(self) -> DecoderConfig:
+        """The decoding settings in use, as ``Recognizer.config.decoder`` for PyTorch: the
+        sidecar's, or greedy defaults for an older export without them."""
+        return self.info.decoding or DecoderConfig(name=self.info.decoder)
 
     def use_greedy_decoding(self) -> None:
         """Decode best-path from now on, without the sidecar's beam search and LM

@@ -3,6 +3,7 @@ unreadable images reported instead of raised."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ class ExportedReader(Protocol):
     :class:`~persec.inference.onnx_runtime.OnnxRecognizer`."""
 
     image: ImageConfig  # how its input images are prepared
-    decoding: DecodingSettings | None  # its CTC decoding (None: greedy)
+    decoding: DecodingSettings  # how it decodes its logits
 
     def __call__(self, images: torch.Tensor) -> Any:
         """Images (B, C, H, W) in [-1, 1] -> logits (B, L, V), a tensor or array."""
@@ -135,9 +136,24 @@ def input_image(model: Recognizer | ExportedReader) -> ImageConfig:
     return model.config.image if isinstance(model, nn.Module) else model.image
 
 
-def decoding_of(model: Recognizer | ExportedReader) -> DecodingSettings | None:
-    """How ``model`` decodes its logits (None: greedy, an export without settings)."""
+def decoding_of(model: Recognizer | ExportedReader) -> DecodingSettings:
+    """How ``model`` decodes its logits (beam width, language model)."""
     return model.config.decoder if isinstance(model, nn.Module) else model.decoding
+
+
+@contextlib.contextmanager
+def eval_mode(model: Recognizer | ExportedReader) -> Iterator[None]:
+    """A PyTorch recognizer in eval mode for the block, its mode restored after; an
+    exported reader has no mode and is left alone."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def batch_reading(
@@ -152,7 +168,7 @@ def batch_reading(
 
     def recognize(images: torch.Tensor) -> list[tuple[str, float]]:
         with torch.inference_mode():
-            return model.decode(model(images.to(device)))  # logits (N, L, V)
+            return model.decode(model(images.to(device, non_blocking=True)))  # (N, L, V)
 
     return recognize
 
@@ -181,12 +197,8 @@ def read_images(
         num_workers=workers,
         collate_fn=_collate_paths,
     )
-    pytorch = isinstance(model, nn.Module)
-    was_training = pytorch and model.training
-    if pytorch:
-        model.eval()
     index = 0
-    try:
+    with eval_mode(model):
         for images, counts in loader:
             decoded = recognize(images) if images is not None else []
             results = iter(best_readings(decoded, [c for c in counts if isinstance(c, int)]))
@@ -198,6 +210,3 @@ def read_images(
                 else:
                     text, conf = next(results)
                     yield Reading(path, text, conf)
-    finally:
-        if pytorch:
-            model.train(was_training)

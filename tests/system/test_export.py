@@ -327,6 +327,15 @@ def test_cli_eval_takes_an_onnx_file(run_cli, cli_export, tmp_path):
         assert code == 0, err
         assert said in printed
     assert (tmp_path / "beam-eval" / "results.csv").is_file()
+    # An older export, whose sidecar has no decoding settings, decodes and says greedy.
+    shutil.copy(cli_export["path"], tmp_path / "old.onnx")
+    del info["decoding"]
+    sidecar_path(tmp_path / "old.onnx").write_text(json.dumps(info))
+    code, printed, err = run_cli(
+        ["eval", "--model", str(tmp_path / "old.onnx"), "--data", str(words)]
+    )
+    assert code == 0, err
+    assert "decoding: greedy" in printed
 
 
 def test_load_reader_can_decode_an_onnx_file_greedily(tmp_path, exported, words):
